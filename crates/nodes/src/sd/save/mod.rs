@@ -1,0 +1,3 @@
+//! Saving nodes.
+
+pub mod checkpoint_save;

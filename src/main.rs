@@ -1,0 +1,193 @@
+//! The `comfy-rs` binary: the ComfyUI-compatible server and its command-line tools.
+//!
+//! With no subcommand it starts the server, taking ComfyUI's `main.py` flag names; every flag
+//! can also come from a `COMFY_*` environment variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+/// A native Rust reimplementation of the ComfyUI inference server.
+#[derive(Parser, Debug)]
+#[command(
+    name = "comfy-rs",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// Subcommands; none = `serve`.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the HTTP + WebSocket server (the default).
+    Serve(ServeArgs),
+    /// The tools behind manage.sh: start/stop/status/logs, models, workflows.
+    Manage {
+        #[command(subcommand)]
+        action: comfy_cli::ManageCommand,
+    },
+}
+
+/// The server's flags (ComfyUI `main.py` names).
+#[derive(Args, Debug, Clone)]
+struct ServeArgs {
+    /// Address(es) to listen on, comma separated; bare `--listen` means 0.0.0.0.
+    #[arg(long, env = "COMFY_LISTEN", default_value = "127.0.0.1", num_args = 0..=1, default_missing_value = "0.0.0.0", value_name = "IP")]
+    listen: String,
+    /// Port to listen on (0 = any free port; the chosen one is printed).
+    #[arg(long, env = "COMFY_PORT", default_value_t = 8188)]
+    port: u16,
+    /// ComfyUI base directory (models/, input/, output/, temp/, user/); default: current directory.
+    #[arg(long, env = "COMFY_BASE_DIRECTORY")]
+    base_directory: Option<PathBuf>,
+    /// Output directory (SaveImage results).
+    #[arg(long, env = "COMFY_OUTPUT_DIRECTORY")]
+    output_directory: Option<PathBuf>,
+    /// Input directory (LoadImage sources, uploads).
+    #[arg(long, env = "COMFY_INPUT_DIRECTORY")]
+    input_directory: Option<PathBuf>,
+    /// Directory whose `temp/` subfolder holds temporary files (previews).
+    #[arg(long, env = "COMFY_TEMP_DIRECTORY")]
+    temp_directory: Option<PathBuf>,
+    /// User directory (settings, workflows).
+    #[arg(long, env = "COMFY_USER_DIRECTORY")]
+    user_directory: Option<PathBuf>,
+    /// extra_model_paths.yaml file(s), ComfyUI's format.
+    #[arg(long, env = "COMFY_EXTRA_MODEL_PATHS_CONFIG", num_args = 1.., value_name = "PATH")]
+    extra_model_paths_config: Vec<PathBuf>,
+    /// Send CORS headers allowing ORIGIN (default `*`) instead of refusing cross-origin requests.
+    #[arg(long, env = "COMFY_ENABLE_CORS_HEADER", num_args = 0..=1, default_missing_value = "*", value_name = "ORIGIN")]
+    enable_cors_header: Option<String>,
+    /// Maximum request body size in MB.
+    #[arg(long, env = "COMFY_MAX_UPLOAD_SIZE", default_value_t = 100.0)]
+    max_upload_size: f64,
+    /// Run on the CPU only.
+    #[arg(long, env = "COMFY_CPU")]
+    cpu: bool,
+    /// Latent preview method.
+    #[arg(long, env = "COMFY_PREVIEW_METHOD", default_value = "none", value_parser = ["none", "auto", "latent2rgb", "taesd"])]
+    preview_method: String,
+    /// Directory of the web frontend to serve at `/`.
+    #[arg(long, env = "COMFY_FRONT_END_ROOT")]
+    front_end_root: Option<PathBuf>,
+    /// Refuse new prompts (HTTP 503) when this many are pending.
+    #[arg(long, env = "COMFY_MAX_QUEUE_SIZE")]
+    max_queue_size: Option<usize>,
+    /// Interrupt a prompt that runs longer than this many seconds.
+    #[arg(long, env = "COMFY_MAX_EXECUTION_TIME", value_name = "SECONDS")]
+    max_execution_time: Option<f64>,
+    /// Log level (`RUST_LOG` syntax also accepted), e.g. `info`, `debug`.
+    #[arg(long, env = "COMFY_VERBOSE", default_value = "info", num_args = 0..=1, default_missing_value = "debug")]
+    verbose: String,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<comfy_server::ServerConfig> {
+        let base = match self.base_directory {
+            Some(b) => b,
+            None => std::env::current_dir().context("current directory")?,
+        };
+        let max_execution_time = match self.max_execution_time {
+            Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+            Some(s) => {
+                anyhow::bail!("--max-execution-time must be a positive number of seconds, got {s}")
+            }
+            None => None,
+        };
+        if !(self.max_upload_size.is_finite() && self.max_upload_size > 0.0) {
+            anyhow::bail!("--max-upload-size must be a positive number of MB");
+        }
+        Ok(comfy_server::ServerConfig {
+            listen: self.listen,
+            port: self.port,
+            base_directory: base,
+            output_directory: self.output_directory,
+            input_directory: self.input_directory,
+            temp_directory: self.temp_directory,
+            user_directory: self.user_directory,
+            extra_model_paths_config: self.extra_model_paths_config,
+            cors_origin: self.enable_cors_header,
+            max_upload_size_mb: self.max_upload_size,
+            cpu: self.cpu,
+            preview_method: self.preview_method,
+            front_end_root: self.front_end_root,
+            max_queue_size: self.max_queue_size,
+            max_execution_time,
+            ..Default::default()
+        })
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.verbose))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime
+        .block_on(comfy_server::run(config))
+        .context("server")?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Manage { action }) => std::process::exit(comfy_cli::run(action)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_flags_parse_like_comfyui() {
+        let c = Cli::try_parse_from([
+            "comfy-rs",
+            "--listen",
+            "--port",
+            "9000",
+            "--enable-cors-header",
+            "--cpu",
+        ])
+        .unwrap();
+        assert_eq!(c.serve.listen, "0.0.0.0");
+        assert_eq!(c.serve.port, 9000);
+        assert_eq!(c.serve.enable_cors_header.as_deref(), Some("*"));
+        assert!(c.serve.cpu);
+        let c = Cli::try_parse_from(["comfy-rs"]).unwrap();
+        assert_eq!(c.serve.listen, "127.0.0.1");
+        assert_eq!(c.serve.max_upload_size, 100.0);
+        assert!(c.command.is_none());
+        let c = Cli::try_parse_from([
+            "comfy-rs",
+            "--listen",
+            "10.0.0.1",
+            "--preview-method",
+            "auto",
+        ])
+        .unwrap();
+        assert_eq!(c.serve.listen, "10.0.0.1");
+        assert!(Cli::try_parse_from(["comfy-rs", "--preview-method", "bogus"]).is_err());
+        let c = Cli::try_parse_from(["comfy-rs", "serve", "--port", "1"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Serve(ref a)) if a.port == 1));
+    }
+}
