@@ -231,7 +231,15 @@ async fn interrupt_error_and_reconnect() {
         s.post_json("/interrupt", &json!({"prompt_id": id})).status,
         200
     );
-    let msgs = until_done(&mut c, &id).await;
+    let mut msgs = Vec::new();
+    loop {
+        let m = next_json(&mut c).await;
+        let stop = m["type"] == "execution_interrupted" || m["type"] == "execution_success";
+        msgs.push(m);
+        if stop {
+            break;
+        }
+    }
     let intr = msgs
         .iter()
         .find(|m| m["type"] == "execution_interrupted")

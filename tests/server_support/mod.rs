@@ -311,7 +311,7 @@ pub fn blur_graph(prefix: &str, width: u32) -> Json {
 /// A graph that takes a while: a big image through a chain of wide blurs.
 pub fn slow_graph(prefix: &str, blurs: usize) -> Json {
     let mut g = serde_json::Map::new();
-    g.insert("1".into(), json!({"class_type": "EmptyImage", "inputs": {"width": 1536, "height": 1536, "batch_size": 1, "color": 123456}}));
+    g.insert("1".into(), json!({"class_type": "EmptyImage", "inputs": {"width": 512, "height": 512, "batch_size": 1, "color": 123456}}));
     let mut last = "1".to_string();
     for i in 0..blurs {
         let id = format!("{}", 10 + i);
