@@ -77,6 +77,10 @@ impl AppState {
             engine_config,
             hub.clone(),
         );
+        // `POST /free {"unload_models": true}` (and an out-of-memory error) drop resident models.
+        engine.on_unload_models(Arc::new(|| {
+            comfy_nodes::sd::unload_all_models();
+        }));
         Ok(Arc::new(AppState {
             engine,
             registry,
