@@ -12,8 +12,9 @@ FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU_VERSION} AS builder-cuda
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl build-essential pkg-config \
  && rm -rf /var/lib/apt/lists/*
+ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo
 RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain stable
-ENV PATH=/root/.cargo/bin:${PATH}
+ENV PATH=/usr/local/cargo/bin:${PATH}
 # Compute capability of the target GPUs (90 = Hopper, 89 = Ada, 86 = Ampere); candle's kernels
 # are compiled for it.
 ARG CUDA_COMPUTE_CAP=90
