@@ -845,6 +845,10 @@ fn queue_limit_answers_429() {
     let r = s.post_json("/prompt", &json!({"prompt": blur_graph("x", 8)}));
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "queue_full");
+    // A targeted interrupt only reaches a running prompt: wait until it has started.
+    wait_until("A running", || {
+        s.get("/queue").json()["queue_running"].as_array().map(|r| r.len()) == Some(1)
+    });
     s.post_json("/interrupt", &json!({"prompt_id": a}));
     s.wait_history(&a);
 }
