@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# manage.sh: a thin wrapper over `comfy-rs manage ACTION ...` (the logic lives in crates/cli).
+# manage.sh: a thin wrapper over `comfy-rs manage ACTION ...` (the logic lives in crates/cli;
+# `install-frontend` runs scripts/install-frontend.sh).
 #
 #   ./manage.sh --action NAME [options]     ./manage.sh --help     ./manage.sh --action NAME --help
 #
@@ -8,7 +9,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ACTIONS="start stop restart status logs gpu-info download-models list-models import-workflow execute-workflow demo"
+ACTIONS="start stop restart status logs gpu-info download-models list-models import-workflow execute-workflow demo install-frontend"
 
 usage() {
   cat <<'USAGE'
@@ -31,6 +32,10 @@ Models:
 Workflows:
   import-workflow    --workflow FILE: validate (API or editor format) and save to user/default/workflows
   execute-workflow   --workflow FILE [--output DIR] [--server URL] [--timeout S]: run it, save images
+
+Web editor:
+  install-frontend   install the official ComfyUI editor (PyPI comfyui-frontend-package) into
+                     web/frontend, served at / (--version V, default 1.27.10; --wheel FILE; --force)
 
 Run ./manage.sh --action NAME --help for the options of one action.
 Environment: COMFY_RS_BIN (binary to use), HF_ENDPOINT, HF_TOKEN, HF_HOME (downloads).
@@ -87,6 +92,11 @@ esac
 
 if [ "$want_help" = 1 ]; then
   args=("--help")
+fi
+
+# install-frontend is a shell script of its own (pip download + unzip; no binary needed).
+if [ "$action" = "install-frontend" ]; then
+  exec bash "$ROOT/scripts/install-frontend.sh" ${args[@]+"${args[@]}"}
 fi
 
 bin="${COMFY_RS_BIN:-}"

@@ -34,6 +34,48 @@ enum Command {
         #[command(subcommand)]
         action: comfy_cli::ManageCommand,
     },
+    /// Write a random-weight checkpoint in the real single-file key layout
+    /// (`shared/spec/random-checkpoint.md`; `--tiny` for a small test/demo model).
+    MakeCheckpoint(MakeCheckpointArgs),
+}
+
+/// `make-checkpoint` options.
+#[derive(Args, Debug, Clone)]
+struct MakeCheckpointArgs {
+    /// Architecture: `sd15` or `sdxl`.
+    #[arg(long, value_parser = ["sd15", "sdxl"])]
+    arch: String,
+    /// Small widths and depths (same key scheme): runs a text-to-image in seconds on a CPU.
+    #[arg(long)]
+    tiny: bool,
+    /// Seed of the weights (seed 0 of the full-size recipe matches the spec's sha256).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output file (`.safetensors`).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// Writes the checkpoint `args` describes.
+fn make_checkpoint(args: MakeCheckpointArgs) -> anyhow::Result<()> {
+    let arch: comfy_diffusion::recipe::Arch = args.arch.parse().context("--arch")?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let started = std::time::Instant::now();
+    comfy_diffusion::recipe::write_recipe_checkpoint(arch, args.tiny, args.seed, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({} bytes, {}{} seed {}) in {:.1}s",
+        args.out.display(),
+        size,
+        args.arch,
+        if args.tiny { " tiny" } else { "" },
+        args.seed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The server's flags (ComfyUI `main.py` names).
@@ -72,6 +114,10 @@ struct ServeArgs {
     /// Run on the CPU only.
     #[arg(long, env = "COMFY_CPU")]
     cpu: bool,
+    /// Run the models on this CUDA device (needs a build with `--features cuda`); default:
+    /// device 0 when the build has CUDA and a GPU opens, else the CPU.
+    #[arg(long, env = "COMFY_CUDA_DEVICE", value_name = "DEVICE_ID", conflicts_with = "cpu")]
+    cuda_device: Option<usize>,
     /// Latent preview method.
     #[arg(long, env = "COMFY_PREVIEW_METHOD", default_value = "none", value_parser = ["none", "auto", "latent2rgb", "taesd"])]
     preview_method: String,
@@ -85,6 +131,12 @@ struct ServeArgs {
     #[arg(long, env = "COMFY_MAX_EXECUTION_TIME", value_name = "SECONDS")]
     max_execution_time: Option<f64>,
     /// Log level (`RUST_LOG` syntax also accepted), e.g. `info`, `debug`.
+    /// Load this checkpoint (name in models/checkpoints) before the server answers; repeatable.
+    #[arg(long, env = "COMFY_PRELOAD_CHECKPOINT", value_name = "NAME", value_delimiter = ',')]
+    preload_checkpoint: Vec<String>,
+    /// Cap in MB on the memory resident models may hold; a load past it fails with out_of_memory.
+    #[arg(long, env = "COMFY_MEMORY_CAP", value_name = "MB")]
+    memory_cap: Option<f64>,
     #[arg(long, env = "COMFY_VERBOSE", default_value = "info", num_args = 0..=1, default_missing_value = "debug")]
     verbose: String,
 }
@@ -102,6 +154,18 @@ impl ServeArgs {
             }
             None => None,
         };
+        if let Some(mb) = self.memory_cap {
+            if !(mb.is_finite() && mb > 0.0) {
+                anyhow::bail!("--memory-cap must be a positive number of MB, got {mb}");
+            }
+        }
+        if let Some(n) = self.cuda_device {
+            if !comfy_nodes::sd::device::cuda_compiled() {
+                anyhow::bail!(
+                    "--cuda-device {n}: this comfy-rs build has no CUDA support; build it with `cargo build --release --features cuda`, or run with --cpu"
+                );
+            }
+        }
         if !(self.max_upload_size.is_finite() && self.max_upload_size > 0.0) {
             anyhow::bail!("--max-upload-size must be a positive number of MB");
         }
@@ -117,10 +181,13 @@ impl ServeArgs {
             cors_origin: self.enable_cors_header,
             max_upload_size_mb: self.max_upload_size,
             cpu: self.cpu,
+            cuda_device: self.cuda_device,
             preview_method: self.preview_method,
             front_end_root: self.front_end_root,
             max_queue_size: self.max_queue_size,
             max_execution_time,
+            preload_checkpoints: self.preload_checkpoint,
+            memory_cap_mb: self.memory_cap,
             ..Default::default()
         })
     }
@@ -151,6 +218,7 @@ fn main() -> anyhow::Result<()> {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Manage { action }) => std::process::exit(comfy_cli::run(action)?),
+        Some(Command::MakeCheckpoint(args)) => make_checkpoint(args),
     }
 }
 
@@ -187,7 +255,40 @@ mod tests {
         .unwrap();
         assert_eq!(c.serve.listen, "10.0.0.1");
         assert!(Cli::try_parse_from(["comfy-rs", "--preview-method", "bogus"]).is_err());
+        let c = Cli::try_parse_from([
+            "comfy-rs",
+            "--preload-checkpoint",
+            "a.safetensors",
+            "--preload-checkpoint",
+            "b.safetensors",
+            "--memory-cap",
+            "512",
+        ])
+        .unwrap();
+        assert_eq!(c.serve.preload_checkpoint, vec!["a.safetensors", "b.safetensors"]);
+        assert_eq!(c.serve.memory_cap, Some(512.0));
+        let c = Cli::try_parse_from(["comfy-rs", "make-checkpoint", "--arch", "sd15", "--tiny", "--out", "x.safetensors"]).unwrap();
+        assert!(matches!(c.command, Some(Command::MakeCheckpoint(ref a)) if a.tiny && a.seed == 0 && a.arch == "sd15"));
+        assert!(Cli::try_parse_from(["comfy-rs", "make-checkpoint", "--arch", "flux", "--out", "x"]).is_err());
         let c = Cli::try_parse_from(["comfy-rs", "serve", "--port", "1"]).unwrap();
         assert!(matches!(c.command, Some(Command::Serve(ref a)) if a.port == 1));
+    }
+
+    #[test]
+    fn cuda_device_flag() {
+        let c = Cli::try_parse_from(["comfy-rs", "--cuda-device", "1"]).unwrap();
+        assert_eq!(c.serve.cuda_device, Some(1));
+        assert!(Cli::try_parse_from(["comfy-rs", "--cuda-device", "1", "--cpu"]).is_err());
+        assert!(Cli::try_parse_from(["comfy-rs", "--cuda-device", "x"]).is_err());
+        let c = Cli::try_parse_from(["comfy-rs"]).unwrap();
+        assert_eq!(c.serve.cuda_device, None);
+        let c = Cli::try_parse_from(["comfy-rs", "--cuda-device", "0"]).unwrap();
+        let r = c.serve.into_config();
+        if comfy_nodes::sd::device::cuda_compiled() {
+            assert_eq!(r.unwrap().cuda_device, Some(0));
+        } else {
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("no CUDA support") && e.contains("--features cuda"), "{e}");
+        }
     }
 }

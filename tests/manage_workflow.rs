@@ -1,6 +1,8 @@
 //! `import-workflow`, `execute-workflow` (on a server and in-process), `demo`, `list-models`.
 
+mod examples_support;
 mod manage_support;
+mod server_support;
 
 use std::path::Path;
 
@@ -60,6 +62,8 @@ fn import_reports_validation_errors_like_comfyui() {
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("Prompt outputs failed validation"), "{t}");
     assert!(t.contains("* ImageBlur 2:") && t.contains("Value 0 smaller than min of 1: blur_radius"), "{t}");
+    // comfy-rs's classification is shown with each error.
+    assert!(t.contains("[invalid_input]"), "{t}");
     let body: Json = serde_json::from_slice(&o.stdout).expect("--json prints the /prompt 400 body");
     assert_eq!(body["node_errors"]["2"]["errors"][0]["type"], "value_smaller_than_min");
     assert!(!dir.path().join("user/default/workflows/invalid_ui.json").exists());
@@ -131,4 +135,55 @@ fn demo_checkpoint_shows_in_list_models_and_status() {
     let t = text(&o);
     assert!(t.contains("checkpoints/comfy-rs-demo-sdxl-tiny.safetensors") && t.contains("header ok"), "{t}");
     assert_eq!(manage("demo", &["--base-directory", b, "--arch", "sd3"]).status.code(), Some(2));
+}
+
+/// The reference document's batch loop, literally, in a base directory holding the tiny
+/// checkpoints, the input image and `examples/` shrunk to them, against a server that
+/// `./manage.sh --action start` launched there on its own port: every example's PNGs land in
+/// `--output` under the SaveImage subfolder.
+#[test]
+fn batch_loop_over_examples_writes_every_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    examples_support::prepare_base(base, true);
+    std::fs::create_dir_all(base.join("examples")).unwrap();
+    let examples = examples_support::tiny_examples();
+    for (name, prompt, _) in &examples {
+        std::fs::write(base.join("examples").join(name), serde_json::to_string_pretty(prompt).unwrap()).unwrap();
+    }
+    std::os::unix::fs::symlink(root().join("manage.sh"), base.join("manage.sh")).unwrap();
+    let server = Running::start(base);
+    let out = base.join("out");
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"for workflow in examples/*.json; do ./manage.sh --action execute-workflow --workflow "$workflow" --output "$OUT"; done"#)
+        .current_dir(base)
+        .env("OUT", &out)
+        .env("COMFY_RS_BIN", env!("CARGO_BIN_EXE_comfy-rs"))
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches(&format!("running on {}", server.url())).count(), examples.len(), "each run used the started server:\n{t}");
+    assert!(!t.contains("in-process") && !t.contains("error"), "{t}");
+    let mut want = Vec::new();
+    for (name, prompt, (w, h, n)) in &examples {
+        let prefix = prompt
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|node| node["class_type"] == "SaveImage")
+            .and_then(|node| node["inputs"]["filename_prefix"].as_str())
+            .unwrap_or_else(|| panic!("{name}: SaveImage prefix"));
+        for i in 1..=*n {
+            let rel = format!("{prefix}_{i:05}_.png");
+            let f = out.join(&rel);
+            assert!(f.is_file(), "{name}: {} missing:\n{t}", f.display());
+            assert_eq!(png_size(&f), (*w, *h), "{name}: {rel}");
+            assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(base.join("output").join(&rel)).unwrap(), "{rel}");
+            want.push(f);
+        }
+    }
+    want.sort();
+    assert_eq!(examples_support::pngs_under(&out), want, "exactly the examples' images");
 }

@@ -2,10 +2,8 @@
 
 mod server_support;
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value as Json};
-use server_support::{blur_graph, slow_graph, tiny_png, Server};
+use server_support::{blur_graph, slow_graph, tiny_png, wait_until, Server};
 
 const MODEL_KEYS: [&str; 20] = [
     "checkpoints",
@@ -308,6 +306,13 @@ fn run_history_view_and_cache() {
     let p = s.get("/api/view?filename=flow_00001_.png&preview=jpeg;50");
     assert_eq!(p.header("content-type"), Some("image/jpeg"));
     assert!(p.body.starts_with(&[0xff, 0xd8]));
+    // WebP previews (the default format; also forced by an alpha channel request).
+    for q in ["preview=webp;90", "preview=png", "preview=jpeg;50&channel=rgba"] {
+        let w = s.get(&format!("/view?filename=flow_00001_.png&{q}"));
+        assert_eq!(w.status, 200, "{q}");
+        assert_eq!(w.header("content-type"), Some("image/webp"), "{q}");
+        assert!(w.body.starts_with(b"RIFF") && &w.body[8..12] == b"WEBP", "{q}");
+    }
     let a = s.get(
         "/view?filename=flow_00001_.png [output]&channel=a"
             .replace(' ', "%20")
@@ -398,14 +403,6 @@ fn run_history_view_and_cache() {
         .status,
         200
     );
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -6,50 +6,9 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
+use server_support::ws::{connect, next_json, until_done, Ws};
 use server_support::{blur_graph, slow_graph, Server};
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(s: &Server, path: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}{path}", s.port))
-        .await
-        .expect("ws connect");
-    ws
-}
-
-/// The next JSON message (binary frames are skipped), within 60 s.
-async fn next_json(ws: &mut Ws) -> Json {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
-            .await
-            .expect("timed out waiting for a websocket message")
-            .expect("socket closed")
-            .expect("socket error");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON text frame"),
-            Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
-                continue
-            }
-            Message::Close(_) => panic!("socket closed by server"),
-        }
-    }
-}
-
-/// Messages up to and including `{"type": "executing", "data": {"node": null, "prompt_id": id}}`.
-async fn until_done(ws: &mut Ws, id: &str) -> Vec<Json> {
-    let mut out = Vec::new();
-    loop {
-        let m = next_json(ws).await;
-        let done =
-            m["type"] == "executing" && m["data"]["node"].is_null() && m["data"]["prompt_id"] == id;
-        out.push(m);
-        if done {
-            return out;
-        }
-    }
-}
 
 fn kinds(msgs: &[Json]) -> Vec<String> {
     msgs.iter()
@@ -114,7 +73,7 @@ async fn execution_messages_addressing_and_caching() {
     next_json(&mut other).await;
 
     let id = s.submit(&blur_graph("ws", 24), Some("C"));
-    let msgs = until_done(&mut c, &id).await;
+    let msgs = until_done(&mut c, &id, false).await;
     let k = kinds(&msgs);
     let pos = |t: &str| {
         k.iter()
@@ -166,7 +125,7 @@ async fn execution_messages_addressing_and_caching() {
 
     // Same prompt again: everything cached, the output node still reports its images.
     let id2 = s.submit(&blur_graph("ws", 24), Some("C"));
-    let msgs = until_done(&mut c, &id2).await;
+    let msgs = until_done(&mut c, &id2, false).await;
     let k = kinds(&msgs);
     let cached = msgs
         .iter()
@@ -256,7 +215,7 @@ async fn interrupt_error_and_reconnect() {
 
     // Resubmitting resumes from the cache: the image node is not run again.
     let id2 = s.submit(&blur_graph("after", 8), Some("R"));
-    let msgs = until_done(&mut c, &id2).await;
+    let msgs = until_done(&mut c, &id2, false).await;
     assert!(kinds(&msgs).contains(&"execution_success".to_string()));
 }
 

@@ -22,12 +22,31 @@ await runTest("official-editor", url, artifacts, async ({ page, record }) => {
   check(record.requests.some((r) => r.startsWith("200 GET /api/object_info")), "the editor never loaded /api/object_info");
   await page.screenshot({ path: `${artifacts}/official-editor-start.png` });
 
+  // A new user (no "Comfy.TutorialCompleted" yet) gets the template browser over the canvas,
+  // filled from /templates/index.json (comfy-rs ships no core templates: an empty index).
+  // Close it as a user would.
+  const dialog = page.locator(".p-dialog-mask .p-dialog").first();
+  await dialog.waitFor({ state: "visible", timeout: 60000 });
+  const end0 = Date.now() + 30000;
+  while (!record.requests.some((r) => r.startsWith("200 GET /templates/index.json"))) {
+    check(Date.now() < end0, "the template browser never loaded /templates/index.json");
+    await page.waitForTimeout(200);
+  }
+  await dialog.locator('button[aria-label="Close"]').first().click();
+  await page.waitForSelector(".p-dialog-mask", { state: "detached", timeout: 30000 });
+
   // Open the workflow through the editor's own file input.
   await page.setInputFiles("#comfy-file-input", workflowFile);
   await page.waitForFunction((p) => {
     const nodes = window.app.graph._nodes || window.app.graph.nodes || [];
     return nodes.some((n) => n.type === "SaveImage" && (n.widgets || []).some((w) => w.name === "filename_prefix" && w.value === p));
   }, prefix, { timeout: 60000 });
+
+  // Show the whole graph, as a user presses "." (fit view): the editor fetches a node's images
+  // only when it draws the node, and SaveImage starts outside the 1400x900 window.
+  await page.locator("#graph-canvas").focus();
+  await page.keyboard.press(".");
+  await page.waitForTimeout(500);
 
   // Run it from the UI.
   const queued = page.waitForResponse((r) => r.url().endsWith("/api/prompt") && r.request().method() === "POST", { timeout: 60000 });

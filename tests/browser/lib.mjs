@@ -55,7 +55,11 @@ export async function openBrowser(serverUrl) {
     viewport: { width: 1400, height: 900 },
     acceptDownloads: false,
   });
-  const record = { consoleErrors: [], failed: [], blocked: [], badStatus: [], frames: [], requests: [] };
+  const record = { consoleErrors: [], failed: [], aborted: [], blocked: [], badStatus: [], frames: [], requests: [] };
+  // Requests the server answered. Chromium reports a request whose response the page never
+  // reads as failed (net::ERR_ABORTED) when the body is empty (e.g. `POST /api/settings/{id}`,
+  // which answers 200 with no body, as ComfyUI does); those are kept apart in `aborted`.
+  const answered = new WeakSet();
   await context.route("**/*", (route) => {
     const u = new URL(route.request().url());
     if (u.protocol === "data:" || u.protocol === "blob:" || u.host === server.host) return route.continue();
@@ -70,11 +74,15 @@ export async function openBrowser(serverUrl) {
   page.on("pageerror", (e) => record.consoleErrors.push(`pageerror: ${e.message}`));
   page.on("requestfailed", (r) => {
     const u = new URL(r.url());
-    if (u.host === server.host) record.failed.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
+    if (u.host !== server.host) return;
+    const line = `${r.method()} ${r.url()}: ${r.failure()?.errorText}`;
+    if (answered.has(r) && r.failure()?.errorText === "net::ERR_ABORTED") record.aborted.push(line);
+    else record.failed.push(line);
   });
   page.on("response", (r) => {
     const u = new URL(r.url());
     if (u.host !== server.host) return;
+    answered.add(r.request());
     record.requests.push(`${r.status()} ${r.request().method()} ${u.pathname}${u.search}`);
     if (r.status() >= 400) record.badStatus.push({ status: r.status(), method: r.request().method(), path: u.pathname, search: u.search });
   });
@@ -120,6 +128,7 @@ export async function runTest(name, serverUrl, artifacts, body) {
   console.log(`screenshot: ${shot}`);
   console.log(`requests to the server: ${b.record.requests.length}`);
   if (b.record.blocked.length) console.log(`blocked foreign requests: ${b.record.blocked.join(" ")}`);
+  if (b.record.aborted.length) console.log(`answered, body left unread by the page: ${b.record.aborted.join(" ")}`);
   await b.close();
   if (error) {
     console.error(`console errors: ${JSON.stringify(b.record.consoleErrors, null, 1)}`);

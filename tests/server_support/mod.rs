@@ -3,6 +3,9 @@
 //! tests can send exactly the bytes a hostile client would: odd paths, origins, sizes).
 #![allow(dead_code)]
 
+pub mod png;
+pub mod ws;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -299,6 +302,15 @@ impl Drop for Server {
     }
 }
 
+/// Polls `f` every 20 ms until it holds; panics after two minutes naming `what`.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// EmptyImage -> ImageBlur -> SaveImage, the reference client-flow graph.
 pub fn blur_graph(prefix: &str, width: u32) -> Json {
     json!({
@@ -322,63 +334,7 @@ pub fn slow_graph(prefix: &str, blurs: usize) -> Json {
     Json::Object(g)
 }
 
-/// A small valid RGBA PNG (alpha `alpha` everywhere) with a `prompt` tEXt chunk, written by
-/// hand (stored deflate blocks) so the tests need no image crate.
+/// A small valid RGBA PNG (alpha `alpha` everywhere) with a `prompt` tEXt chunk.
 pub fn tiny_png(w: u32, h: u32, alpha: u8) -> Vec<u8> {
-    // Minimal PNG writer: stored (uncompressed) deflate blocks, enough for tests.
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = 0xffff_ffffu32;
-        for &b in data {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-    fn adler32(data: &[u8]) -> u32 {
-        let (mut a, mut b) = (1u32, 0u32);
-        for &x in data {
-            a = (a + x as u32) % 65521;
-            b = (b + a) % 65521;
-        }
-        (b << 16) | a
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut c = kind.to_vec();
-        c.extend_from_slice(data);
-        out.extend_from_slice(&c);
-        out.extend_from_slice(&crc32(&c).to_be_bytes());
-    }
-    let mut raw = Vec::new();
-    for y in 0..h {
-        raw.push(0u8);
-        for x in 0..w {
-            raw.extend_from_slice(&[(x * 40) as u8, (y * 40) as u8, 200, alpha]);
-        }
-    }
-    let mut z = vec![0x78, 0x01];
-    for (i, block) in raw.chunks(65535).enumerate() {
-        let last = (i + 1) * 65535 >= raw.len();
-        z.push(last as u8);
-        z.extend_from_slice(&(block.len() as u16).to_le_bytes());
-        z.extend_from_slice(&(!(block.len() as u16)).to_le_bytes());
-        z.extend_from_slice(block);
-    }
-    z.extend_from_slice(&adler32(&raw).to_be_bytes());
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"tEXt", b"prompt\0{\"x\": 1}");
-    chunk(&mut out, b"IDAT", &z);
-    chunk(&mut out, b"IEND", &[]);
-    out
+    png::rgba_png(w, h, &[("prompt", "{\"x\": 1}")], |x, y| [(x * 40) as u8, (y * 40) as u8, 200, alpha])
 }

@@ -167,9 +167,10 @@ pub struct ExecuteArgs {
     /// Directory to download the output images into
     #[arg(long, value_name = "DIR", default_value = "output")]
     pub output: PathBuf,
-    /// Server URL; when it does not answer the workflow runs in-process
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8188")]
-    pub server: String,
+    /// Server URL (default: the instance `start` recorded in --base-directory when it is
+    /// running, else http://127.0.0.1:8188); when it does not answer the workflow runs in-process
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
     /// Give up after this many seconds
     #[arg(long, default_value_t = 3600.0)]
     pub timeout: f64,

@@ -37,6 +37,20 @@ pub fn describe_server(stats: &Json, queue: Option<&Json>) -> Vec<String> {
         let n = |k: &str| q.get(k).and_then(Json::as_array).map(|a| a.len()).unwrap_or(0);
         out.push(format!("queue:     {} running, {} pending", n("queue_running"), n("queue_pending")));
     }
+    // comfy-rs's own section: the process's memory and the models kept loaded between prompts.
+    let ours = &stats["comfy_rs"];
+    if let Some(rss) = ours.get("process_rss").and_then(Json::as_u64) {
+        out.push(format!("memory:    {} resident (process)", human_bytes(rss)));
+    }
+    if let Some(models) = ours.get("resident_models").and_then(Json::as_array) {
+        out.push(format!("loaded:    {} model(s) resident", models.len()));
+        for m in models {
+            let kind = m.get("kind").and_then(Json::as_str).unwrap_or("?");
+            let name = m.get("name").and_then(Json::as_str).unwrap_or("?");
+            let bytes = m.get("bytes").and_then(Json::as_u64).unwrap_or(0);
+            out.push(format!("  {kind} {name} ({})", human_bytes(bytes)));
+        }
+    }
     out
 }
 
@@ -103,5 +117,10 @@ mod tests {
         let q = json!({"queue_running": [[0]], "queue_pending": [[1], [2]]});
         let l = super::describe_server(&stats, Some(&q));
         assert_eq!(l, vec!["version:   0.29.0", "device:    cpu", "queue:     1 running, 2 pending"]);
+        let stats = json!({"system": {"comfyui_version": "0.29.0"}, "devices": [],
+            "comfy_rs": {"process_rss": 1024, "resident_models": [
+                {"kind": "checkpoint", "name": "tiny.safetensors", "path": "/m/tiny.safetensors", "bytes": 2048}]}});
+        let l = super::describe_server(&stats, None);
+        assert_eq!(l[2..].to_vec(), vec!["memory:    1.0 KiB resident (process)", "loaded:    1 model(s) resident", "  checkpoint tiny.safetensors (2.0 KiB)"]);
     }
 }

@@ -11,6 +11,18 @@
 //! (user + system) seconds; `--ops` micro-benchmarks single ops instead. The recipe checkpoint is generated into `$COMFY_RECIPE_DIR` (default
 //! `/tmp/comfy-recipe`) when missing. SDXL keeps UNet weights in F16 (cast per op), SD1.5
 //! in F32 unless `--f16`.
+//!
+//! GPU (a build with `--features cuda`):
+//!
+//! ```text
+//! cargo run --release -p comfy-diffusion --features cuda --example bench_unet -- \
+//!     sdxl 1024 --cuda [--cuda-device 0] [--batch 2] [--steps 5] --no-vae
+//! ```
+//!
+//! `--batch B` (default 2) rows per UNet call; `--steps K` timed UNet calls after one
+//! untimed warm-up (default: 1 call, no warm-up, as on the CPU), printed as seconds per step;
+//! on CUDA also the device memory peak (driver figures, sampled every 2 ms while the UNet
+//! runs, minus what was in use before the weights loaded).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -124,6 +136,84 @@ fn bench_ops() -> candle_core::Result<()> {
     Ok(())
 }
 
+/// The value after flag `name` (`--name V`), if given.
+fn flag_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// Samples the device's used memory (driver figures) every 2 ms on a thread; `peak()` is
+/// the largest `total - free` seen. A no-op on the CPU.
+struct VramSampler {
+    #[cfg(feature = "cuda")]
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    #[cfg(feature = "cuda")]
+    peak: Arc<std::sync::atomic::AtomicU64>,
+    #[cfg(feature = "cuda")]
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Device bytes in use before the model loaded (context, other processes).
+    baseline: u64,
+    total: u64,
+}
+
+impl VramSampler {
+    #[cfg(feature = "cuda")]
+    fn start(dev: &Device) -> Option<Self> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let ctx = dev.as_cuda_device().ok()?.cuda_stream().context().clone();
+        let (free, total) = ctx.mem_get_info().ok()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new((total - free) as u64));
+        let (s, p) = (stop.clone(), peak.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((free, total)) = ctx.mem_get_info() {
+                    p.fetch_max((total - free) as u64, Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        Some(VramSampler { stop, peak, handle: Some(handle), baseline: (total - free) as u64, total: total as u64 })
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn start(_dev: &Device) -> Option<Self> {
+        None
+    }
+
+    /// Peak bytes used above the baseline so far.
+    fn peak(&self) -> u64 {
+        #[cfg(feature = "cuda")]
+        {
+            self.peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(self.baseline)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            0
+        }
+    }
+
+    fn report(&self, label: &str) {
+        println!(
+            "{label}: VRAM peak {:.0} MiB above the {:.0} MiB in use before loading (device total {:.0} MiB)",
+            self.peak() as f64 / 1048576.0,
+            self.baseline as f64 / 1048576.0,
+            self.total as f64 / 1048576.0
+        );
+    }
+}
+
+impl Drop for VramSampler {
+    fn drop(&mut self) {
+        #[cfg(feature = "cuda")]
+        {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(h) = self.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--ops") {
@@ -131,10 +221,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let arch: Arch = args.first().map(|s| s.as_str()).unwrap_or("sd15").parse()?;
+    // flags that take a value, and their values, are not the size list
+    let valued = ["--batch", "--steps", "--cuda-device"];
     let sizes: Vec<usize> = args
         .iter()
+        .enumerate()
         .skip(1)
-        .find(|a| !a.starts_with("--"))
+        .filter(|(i, a)| !a.starts_with("--") && !valued.contains(&args[i - 1].as_str()))
+        .map(|(_, a)| a)
+        .next()
         .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
         .unwrap_or_else(|| vec![256, 512]);
     let f16 = args.iter().any(|a| a == "--f16") || arch == Arch::Sdxl;
@@ -165,7 +260,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if f16 { "F16" } else { "F32" }
     );
 
-    let dev = Device::Cpu;
+    let batch: usize = flag_value(&args, "--batch").map(|v| v.parse()).transpose()?.unwrap_or(2);
+    let steps: Option<usize> = flag_value(&args, "--steps").map(|v| v.parse()).transpose()?;
+    let cuda_ordinal: Option<usize> = match flag_value(&args, "--cuda-device") {
+        Some(v) => Some(v.parse()?),
+        None if args.iter().any(|a| a == "--cuda") => Some(0),
+        None => None,
+    };
+    let dev = match cuda_ordinal {
+        // Fails with "not compiled with cuda" unless built with `--features cuda`.
+        Some(n) => Device::new_cuda(n)?,
+        None => Device::Cpu,
+    };
+    println!("device {dev:?}, batch {batch}");
+    let vram = VramSampler::start(&dev);
     let wdt = if f16 { DType::F16 } else { DType::F32 };
     let (cfg, unet) = timed("open + detect + UNet load", || {
         let ckpt = Checkpoint::open(&path).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
@@ -181,19 +289,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx_dim = cfg.unet.context_dim;
     for &size in &sizes {
         let l = size / 8;
-        let x = Tensor::randn(0f32, 1.0, (2, 4, l, l), &dev)?;
-        let ctx = Tensor::randn(0f32, 1.0, (2, 77, ctx_dim), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (batch, 4, l, l), &dev)?;
+        let ctx = Tensor::randn(0f32, 1.0, (batch, 77, ctx_dim), &dev)?;
         let y = match cfg.unet.adm_in_channels {
-            Some(a) => Some(Tensor::randn(0f32, 1.0, (2, a), &dev)?),
+            Some(a) => Some(Tensor::randn(0f32, 1.0, (batch, a), &dev)?),
             None => None,
         };
-        timed(
-            &format!("UNet {size}x{size} batch 2 (one CFG step)"),
-            || {
-                unet.forward(&x, &[999.0, 999.0], &ctx, y.as_ref())?
-                    .sum_all()
-            },
-        )?;
+        let ts = vec![999.0f32; batch];
+        // `to_scalar` copies the result to the host, so the time includes the whole call.
+        let step = || -> candle_core::Result<f32> {
+            unet.forward(&x, &ts, &ctx, y.as_ref())?.sum_all()?.to_scalar::<f32>()
+        };
+        match steps {
+            None => {
+                timed(&format!("UNet {size}x{size} batch {batch} (one CFG step)"), step)?;
+            }
+            Some(k) => {
+                timed(&format!("UNet {size}x{size} batch {batch} warm-up"), step)?;
+                let t = Instant::now();
+                for _ in 0..k.max(1) {
+                    step()?;
+                }
+                let per = t.elapsed().as_secs_f64() / k.max(1) as f64;
+                println!("UNet {size}x{size} batch {batch}: {per:.4} s/step over {} steps   {}", k.max(1), vm_hwm());
+            }
+        }
+        if let Some(v) = &vram {
+            v.report(&format!("UNet {size}x{size} batch {batch}"));
+        }
     }
     drop(unet);
 

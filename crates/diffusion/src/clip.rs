@@ -26,6 +26,7 @@ use crate::checkpoint::config::{
 };
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::lora::PatchSet;
 use crate::tokenizer::{PromptTokenizer, Token, Tokens, Window, END_TOKEN, START_TOKEN};
 
 /// A weight kept in its stored dtype and widened to f32 at use.
@@ -88,6 +89,8 @@ struct Loader<'a> {
     ck: &'a Checkpoint,
     prefix: &'a str,
     device: &'a Device,
+    /// LoRA patches applied to the weights as they load (see [`crate::lora`]).
+    patches: Option<&'a PatchSet>,
 }
 
 impl Loader<'_> {
@@ -102,7 +105,8 @@ impl Loader<'_> {
             crate::checkpoint::StoredDtype::BF16 => DType::BF16,
             _ => DType::F32,
         });
-        self.ck.tensor(&full, dt, self.device)
+        let t = self.ck.tensor(&full, dt, self.device)?;
+        patched(self.patches, &full, t)
     }
     fn weight(&self, name: &str) -> Result<Weight> {
         Ok(Weight(self.raw(name, None)?))
@@ -121,6 +125,14 @@ impl Loader<'_> {
             w: self.f32(&format!("{name}.weight"))?,
             b: self.f32(&format!("{name}.bias"))?,
         })
+    }
+}
+
+/// `t` (the stored tensor `key`) with its LoRA patches, cast back to `t`'s dtype.
+fn patched(patches: Option<&PatchSet>, key: &str, t: Tensor) -> Result<Tensor> {
+    match patches.map(|p| p.apply(key, &t)).transpose()?.flatten() {
+        Some(p) => Ok(p.to_dtype(t.dtype())?),
+        None => Ok(t),
     }
 }
 
@@ -156,10 +168,21 @@ pub struct ClipTextModel {
 impl ClipTextModel {
     /// Loads the encoder described by `cfg` from `ck` onto `device`.
     pub fn load(ck: &Checkpoint, cfg: &TextEncoderConfig, device: &Device) -> Result<Self> {
+        Self::load_patched(ck, cfg, device, None)
+    }
+
+    /// [`ClipTextModel::load`] with LoRA `patches` applied to the weights (keys of `ck`).
+    pub fn load_patched(
+        ck: &Checkpoint,
+        cfg: &TextEncoderConfig,
+        device: &Device,
+        patches: Option<&PatchSet>,
+    ) -> Result<Self> {
         let l = Loader {
             ck,
             prefix: &cfg.prefix,
             device,
+            patches,
         };
         let d = cfg.hidden;
         let mut blocks = Vec::with_capacity(cfg.layers);
@@ -186,8 +209,17 @@ impl ClipTextModel {
                         .unwrap_or(&cfg.prefix)
                 );
                 let projection = if ck.contains(&proj_name) {
+                    // Loaded in the stored dtype so a LoRA patch is rounded back to it (as
+                    // ComfyUI stores the patched weight), then widened (exact for F16/BF16).
+                    let stored = match ck.info(&proj_name).map(|i| i.dtype) {
+                        Some(crate::checkpoint::StoredDtype::F16) => DType::F16,
+                        Some(crate::checkpoint::StoredDtype::BF16) => DType::BF16,
+                        _ => DType::F32,
+                    };
+                    let w = ck.tensor(&proj_name, stored, device)?;
                     Some(Weight(
-                        ck.tensor(&proj_name, DType::F32, device)?
+                        patched(patches, &proj_name, w)?
+                            .to_dtype(DType::F32)?
                             .t()?
                             .contiguous()?,
                     ))
@@ -504,6 +536,20 @@ impl ClipModel {
         Ok(ClipModel {
             family: config.family,
             tokenizer: PromptTokenizer::new(&config.text_encoders, None),
+            encoders,
+        })
+    }
+
+    /// Text encoders loaded separately (`CLIPLoader`, `DualCLIPLoader`, LoRA-patched copies),
+    /// in ComfyUI order (CLIP-L before CLIP-G), as the CLIP of `family`.
+    pub fn from_encoders(family: Family, encoders: Vec<ClipTextModel>) -> Result<Self> {
+        if encoders.is_empty() {
+            return Err(Error::Msg("no text encoder".into()));
+        }
+        let cfgs: Vec<TextEncoderConfig> = encoders.iter().map(|e| e.config.clone()).collect();
+        Ok(ClipModel {
+            family,
+            tokenizer: PromptTokenizer::new(&cfgs, None),
             encoders,
         })
     }

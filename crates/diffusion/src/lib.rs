@@ -9,10 +9,12 @@
 //! - [`ops`]: the hot tensor ops (convolution, attention, normalisation) behind one small module.
 //! - [`unet`]: the LDM UNet with the checkpoint's own key names (incl. SDXL label embedding).
 //! - [`vae`]: the KL autoencoder, encode/decode, tiled variants.
+//! - [`lora`]: LoRA files: key mapping onto UNet / text-encoder weights and weight patching.
 
 pub mod checkpoint;
 pub mod clip;
 pub mod error;
+pub mod lora;
 pub mod ops;
 pub mod recipe;
 pub mod tokenizer;

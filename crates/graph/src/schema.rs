@@ -34,6 +34,9 @@ pub enum InputType {
     ComboV3(Vec<Json>),
     /// The files of a model folder (`checkpoints`, `vae`, ...), listed at render time (V1 style).
     Files(String),
+    /// The files of a model folder followed by fixed entries, listed at render time and
+    /// validated like [`InputType::Files`] (VAELoader: the `vae` files, then `"pixel_space"`).
+    FilesThen(String, Vec<String>),
     /// The top-level image files of the input directory (LoadImage), listed at render time.
     InputImages,
     /// All top-level files of the input directory (LoadImageMask), listed at render time.
@@ -220,6 +223,9 @@ impl NodeSchema {
             InputType::Named(_) => None,
             InputType::Combo(c) | InputType::ComboV3(c) => Some(c.clone()),
             InputType::Files(folder) => Some(files.model_files(folder).into_iter().map(Json::String).collect()),
+            InputType::FilesThen(folder, extra) => Some(
+                files.model_files(folder).into_iter().chain(extra.iter().cloned()).map(Json::String).collect(),
+            ),
             InputType::InputImages => Some(files.input_files(true).into_iter().map(Json::String).collect()),
             InputType::InputFiles => Some(files.input_files(false).into_iter().map(Json::String).collect()),
             InputType::InputFilesWithSuffix(sfx) => {
@@ -339,5 +345,82 @@ pub trait FileLister {
     /// Top-level files of the input directory whose name ends with `suffix`, sorted.
     fn input_files_with_suffix(&self, suffix: &str) -> Vec<String> {
         self.input_files(false).into_iter().filter(|f| f.ends_with(suffix)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::validate_prompt;
+    use crate::{ExecContext, Folders, Inputs, Node, NodeError, NodeRegistry, Outputs};
+
+    /// A VAELoader-shaped node: `vae` files then `pixel_space`.
+    struct Loader;
+    impl Node for Loader {
+        fn schema(&self) -> NodeSchema {
+            NodeSchema::new("Loader", "test")
+                .push_input(
+                    Section::Required,
+                    "vae_name",
+                    InputType::FilesThen("vae".into(), vec!["pixel_space".into()]),
+                    json!({}),
+                )
+                .output("VAE")
+        }
+        fn execute(&self, _inputs: &Inputs, _ctx: &ExecContext<'_>) -> Result<Outputs, NodeError> {
+            Ok(Outputs::new(vec![]))
+        }
+    }
+    struct Sink;
+    impl Node for Sink {
+        fn schema(&self) -> NodeSchema {
+            NodeSchema::new("Sink", "test").required("vae", "VAE", json!({})).output_node()
+        }
+        fn execute(&self, _inputs: &Inputs, _ctx: &ExecContext<'_>) -> Result<Outputs, NodeError> {
+            Ok(Outputs::new(vec![]))
+        }
+    }
+
+    #[test]
+    fn files_then_lists_the_folder_then_the_fixed_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::new(dir.path());
+        folders.create_all().unwrap();
+        let info = Loader.schema().to_object_info(&folders);
+        assert_eq!(info["input"]["required"]["vae_name"], json!([["pixel_space"]]));
+        std::fs::write(dir.path().join("models/vae/b.safetensors"), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join("models/vae/sub")).unwrap();
+        std::fs::write(dir.path().join("models/vae/sub/a.pt"), b"x").unwrap();
+        std::fs::write(dir.path().join("models/vae/notes.txt"), b"x").unwrap();
+        let info = Loader.schema().to_object_info(&folders);
+        assert_eq!(info["input"]["required"]["vae_name"], json!([["b.safetensors", "sub/a.pt", "pixel_space"]]));
+        assert!(Loader.schema().inputs[0].is_combo());
+        assert_eq!(Loader.schema().inputs[0].type_name(), "COMBO");
+    }
+
+    #[test]
+    fn files_then_validates_like_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let folders = Folders::new(dir.path());
+        folders.create_all().unwrap();
+        std::fs::write(dir.path().join("models/vae/v.safetensors"), b"x").unwrap();
+        let mut reg = NodeRegistry::new();
+        reg.register(Loader);
+        reg.register(Sink);
+        let prompt = |name: &str| {
+            json!({"1": {"class_type": "Loader", "inputs": {"vae_name": name}},
+                   "2": {"class_type": "Sink", "inputs": {"vae": ["1", 0]}}})
+        };
+        for ok in ["v.safetensors", "pixel_space"] {
+            let v = validate_prompt(&reg, &folders, &mut prompt(ok), None);
+            assert!(v.ok() && v.node_errors.is_empty(), "{ok}: {:?} {:?}", v.error, v.node_errors);
+        }
+        let v = validate_prompt(&reg, &folders, &mut prompt("gone.safetensors"), None);
+        assert!(!v.ok());
+        let e = &v.node_errors["1"]["errors"][0];
+        assert_eq!(e["type"], "value_not_in_list");
+        assert_eq!(e["details"], "vae_name: 'gone.safetensors' not in ['v.safetensors', 'pixel_space']");
+        assert_eq!(e["extra_info"]["input_config"], json!([["v.safetensors", "pixel_space"], {}]));
+        assert_eq!(e["category"], "missing_model");
     }
 }

@@ -145,6 +145,7 @@ impl<'a> Validator<'a> {
     fn choices(&mut self, schema: &NodeSchema, input: &InputSpec) -> Vec<Json> {
         let key = match &input.kind {
             InputType::Files(f) => format!("files:{f}"),
+            InputType::FilesThen(f, extra) => format!("files:{f}+{}", extra.join("\u{0}")),
             InputType::InputImages => "input:images".to_string(),
             InputType::InputFiles => "input:all".to_string(),
             _ => return schema.combo_choices(input, self.folders as &dyn FileLister).unwrap_or_default(),
@@ -357,7 +358,7 @@ impl<'a> Validator<'a> {
                     let e = json!({"type": "value_not_in_list", "message": "Value not in list",
                         "details": format!("{x}: '{}' not in {list_info}", py_str(&val)),
                         "extra_info": {"input_name": x, "input_config": config, "received_value": val}});
-                    let category = if matches!(input.kind, InputType::Files(_)) {
+                    let category = if matches!(input.kind, InputType::Files(_) | InputType::FilesThen(..)) {
                         ErrorCategory::MissingModel
                     } else {
                         ErrorCategory::InvalidInput

@@ -55,6 +55,7 @@ pub fn register_all(registry: &mut NodeRegistry) {
     registry.register(latent::save::SaveLatent);
     registry.register(latent::load::LoadLatent);
     sd::register_sd(registry);
+    sd::loaders::register_loaders(registry);
 }
 
 /// A registry holding every node class.

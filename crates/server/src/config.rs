@@ -28,7 +28,11 @@ pub struct ServerConfig {
     pub cors_origin: Option<String>,
     /// Request body limit in MiB (`--max-upload-size`).
     pub max_upload_size_mb: f64,
+    /// `--cpu`: run the models on the CPU even when a GPU is available.
     pub cpu: bool,
+    /// `--cuda-device N`: run the models on CUDA device `N` (needs a `cuda` build). With
+    /// neither this nor `cpu`, CUDA device 0 is used when the build has CUDA and it opens.
+    pub cuda_device: Option<usize>,
     /// `none`, `auto`, `latent2rgb` or `taesd`.
     pub preview_method: String,
     /// Directory holding the web frontend (`index.html`, `extensions/`), if any.
@@ -37,6 +41,11 @@ pub struct ServerConfig {
     pub max_execution_time: Option<Duration>,
     /// History cap (ComfyUI's `MAXIMUM_HISTORY_SIZE`).
     pub max_history: usize,
+    /// Checkpoints (names in `models/checkpoints`) loaded before the server answers.
+    pub preload_checkpoints: Vec<String>,
+    /// Cap in MiB on the memory resident models may hold (`--memory-cap`); a load past it is
+    /// an `out_of_memory` execution error.
+    pub memory_cap_mb: Option<f64>,
 }
 
 impl Default for ServerConfig {
@@ -53,16 +62,34 @@ impl Default for ServerConfig {
             cors_origin: None,
             max_upload_size_mb: 100.0,
             cpu: false,
+            cuda_device: None,
             preview_method: "none".into(),
             front_end_root: None,
             max_queue_size: None,
             max_execution_time: None,
             max_history: 10000,
+            preload_checkpoints: Vec::new(),
+            memory_cap_mb: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The compute device the flags ask for (`--cpu` wins over `--cuda-device`).
+    pub fn device_request(&self) -> comfy_nodes::sd::device::DeviceRequest {
+        use comfy_nodes::sd::device::DeviceRequest;
+        match (self.cpu, self.cuda_device) {
+            (true, _) => DeviceRequest::Cpu,
+            (false, Some(n)) => DeviceRequest::Cuda(n),
+            (false, None) => DeviceRequest::Auto,
+        }
+    }
+
+    /// The memory cap in bytes, if one is set.
+    pub fn memory_cap_bytes(&self) -> Option<u64> {
+        self.memory_cap_mb.filter(|mb| *mb > 0.0).map(|mb| (mb * 1024.0 * 1024.0).round() as u64)
+    }
+
     /// The body limit in bytes.
     pub fn max_upload_bytes(&self) -> usize {
         (self.max_upload_size_mb.max(0.0) * 1024.0 * 1024.0).round() as usize
@@ -273,5 +300,16 @@ mine:\n    is_default: true\n    checkpoints: rel/ckpts\n    brand_new: /x/y\n";
         let i = names.iter().position(|n| *n == "custom_nodes").unwrap();
         assert_eq!(names[i - 1], "upscale_models");
         assert_eq!(c.max_upload_bytes(), 104857600);
+    }
+
+    #[test]
+    fn device_flags() {
+        use comfy_nodes::sd::device::DeviceRequest;
+        let c = ServerConfig::default();
+        assert_eq!(c.device_request(), DeviceRequest::Auto);
+        let c = ServerConfig { cuda_device: Some(1), ..Default::default() };
+        assert_eq!(c.device_request(), DeviceRequest::Cuda(1));
+        let c = ServerConfig { cpu: true, cuda_device: Some(1), ..Default::default() };
+        assert_eq!(c.device_request(), DeviceRequest::Cpu);
     }
 }

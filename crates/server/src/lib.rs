@@ -64,6 +64,9 @@ impl AppState {
     ) -> Result<Arc<AppState>, ServerError> {
         let folders = config.folders()?;
         prepare_directories(&folders)?;
+        // The compute device (`--cpu` / `--cuda-device N`); models load onto it and stay.
+        comfy_nodes::sd::device::select(config.device_request())
+            .map_err(|e| ServerError::Io(std::io::Error::other(format!("compute device: {e}"))))?;
         let hub = Arc::new(Hub::default());
         let engine_config = EngineConfig {
             max_history: config.max_history,
@@ -77,6 +80,7 @@ impl AppState {
             engine_config,
             hub.clone(),
         );
+        comfy_nodes::sd::set_memory_cap(config.memory_cap_bytes());
         // `POST /free {"unload_models": true}` (and an out-of-memory error) drop resident models.
         engine.on_unload_models(Arc::new(|| {
             comfy_nodes::sd::unload_all_models();
@@ -309,6 +313,23 @@ pub async fn serve(
     Ok(())
 }
 
+/// Loads the `--preload-checkpoint` models into the resident cache before the port opens,
+/// so the first prompt naming them pays no load cost. A name that cannot be loaded stops
+/// the start-up with the loader's error.
+pub async fn preload(state: &Arc<AppState>, names: &[String]) -> Result<(), ServerError> {
+    for name in names {
+        let folders = state.folders.clone();
+        let n = name.clone();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || comfy_nodes::sd::preload_checkpoint(&folders, &n))
+            .await
+            .map_err(|e| ServerError::Preload { name: name.clone(), message: e.to_string() })?;
+        result.map_err(|e| ServerError::Preload { name: name.clone(), message: e.to_string() })?;
+        tracing::info!("preloaded checkpoint {name} in {:.2}s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
 /// Runs the server until SIGTERM/Ctrl-C: directories, engine, listeners, the
 /// "To see the GUI go to" line, then graceful shutdown.
 pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
@@ -316,6 +337,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let registry = comfy_nodes::registry();
     tracing::info!(nodes = registry.len(), "node classes registered");
     let state = AppState::start(&config, registry, argv)?;
+    preload(&state, &config.preload_checkpoints).await?;
     let listeners = bind_all(&config).await?;
     tracing::info!("Starting server");
     for l in &listeners {

@@ -92,11 +92,7 @@ impl<'a> Tracker<'a> {
             }
             "execution_error" => {
                 self.end_bar();
-                let node = data.get("node_id").and_then(Json::as_str).unwrap_or("?");
-                let class = data.get("node_type").and_then(Json::as_str).unwrap_or("?");
-                let ty = data.get("exception_type").and_then(Json::as_str).unwrap_or("error");
-                let msg = data.get("exception_message").and_then(Json::as_str).unwrap_or("").trim_end();
-                Step::Failed(format!("{class} #{node} failed: {ty}: {msg}"))
+                Step::Failed(describe_execution_error(data))
             }
             "execution_interrupted" => {
                 self.end_bar();
@@ -135,6 +131,19 @@ fn target_path(dir: &Path, subfolder: &str, file: &str) -> Option<PathBuf> {
     Some(p.join(name))
 }
 
+/// One line for an `execution_error`: `Class #id failed: Type: message [category]` (the
+/// category is comfy-rs's classification, shown when the server sends one).
+fn describe_execution_error(d: &Json) -> String {
+    let node = d.get("node_id").and_then(Json::as_str).unwrap_or("?");
+    let class = d.get("node_type").and_then(Json::as_str).unwrap_or("?");
+    let ty = d.get("exception_type").and_then(Json::as_str).unwrap_or("error");
+    let msg = d.get("exception_message").and_then(Json::as_str).unwrap_or("").trim_end();
+    match d.get("category").and_then(Json::as_str) {
+        Some(c) => format!("{class} #{node} failed: {ty}: {msg} [{c}]"),
+        None => format!("{class} #{node} failed: {ty}: {msg}"),
+    }
+}
+
 /// The error text of a failed history entry, if it failed.
 fn history_failure(entry: &Json) -> Option<String> {
     let status = entry.get("status")?;
@@ -144,14 +153,7 @@ fn history_failure(entry: &Json) -> Option<String> {
     let msgs = status.get("messages").and_then(Json::as_array)?;
     for m in msgs {
         if m.get(0).and_then(Json::as_str) == Some("execution_error") {
-            let d = &m[1];
-            return Some(format!(
-                "{} #{} failed: {}: {}",
-                d.get("node_type").and_then(Json::as_str).unwrap_or("?"),
-                d.get("node_id").and_then(Json::as_str).unwrap_or("?"),
-                d.get("exception_type").and_then(Json::as_str).unwrap_or("error"),
-                d.get("exception_message").and_then(Json::as_str).unwrap_or("").trim_end()
-            ));
+            return Some(describe_execution_error(&m[1]));
         }
     }
     Some("execution failed".into())
@@ -165,6 +167,20 @@ fn extra_data(wf: &Workflow) -> Json {
     }
 }
 
+/// The server to submit to: `--server`, else the instance that `start` recorded in the base
+/// directory while it runs (so `./manage.sh --action start --port P` followed by plain
+/// `execute-workflow` calls in that directory reaches it), else ComfyUI's default address.
+pub fn server_url(args: &ExecuteArgs) -> String {
+    if let Some(url) = &args.server {
+        return url.clone();
+    }
+    let files = crate::instance::InstanceFiles::new(&args.base.base_directory);
+    match (files.running_pid(), files.state()) {
+        (Some(_), Some(state)) => crate::instance::base_url(&state.listen, state.port),
+        _ => crate::instance::base_url(crate::instance::DEFAULT_LISTEN, crate::instance::DEFAULT_PORT),
+    }
+}
+
 /// `execute-workflow`.
 pub fn execute_workflow(args: &ExecuteArgs) -> anyhow::Result<i32> {
     let wf = match read_workflow(&args.workflow) {
@@ -174,16 +190,17 @@ pub fn execute_workflow(args: &ExecuteArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
-    let server = Server::new(&args.server, Duration::from_secs(5));
+    let url = server_url(args);
+    let server = Server::new(&url, Duration::from_secs(5));
     if server.answers() {
         eprintln!("running on {}", server.base);
         return remote(args, &wf, &server);
     }
     if args.remote_only {
-        eprintln!("error: no server answers at {} (start one with ./manage.sh --action start)", args.server);
+        eprintln!("error: no server answers at {} (start one with ./manage.sh --action start)", url);
         return Ok(1);
     }
-    eprintln!("no server answers at {}; running in-process", args.server);
+    eprintln!("no server answers at {}; running in-process", url);
     in_process(args, &wf)
 }
 
@@ -435,5 +452,8 @@ mod tests {
         let bad = json!({"status": {"status_str": "error", "messages": [["execution_error", {"node_id": "1", "node_type": "X",
             "exception_type": "ValueError", "exception_message": "bad\n"}]]}});
         assert_eq!(history_failure(&bad).as_deref(), Some("X #1 failed: ValueError: bad"));
+        let timed_out = json!({"status": {"status_str": "error", "messages": [["execution_error", {"node_id": "3",
+            "node_type": "KSampler", "exception_type": "TimeoutError", "exception_message": "late\n", "category": "timeout"}]]}});
+        assert_eq!(history_failure(&timed_out).as_deref(), Some("KSampler #3 failed: TimeoutError: late [timeout]"));
     }
 }

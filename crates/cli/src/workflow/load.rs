@@ -63,12 +63,23 @@ impl Workflow {
 pub fn print_validation_errors(body: &Json) {
     if let Some(e) = body.get("error") {
         let msg = e.get("message").and_then(Json::as_str).or_else(|| e.as_str()).unwrap_or("invalid prompt");
-        match e.get("details").and_then(Json::as_str).filter(|d| !d.is_empty()) {
-            Some(d) => eprintln!("{msg}: {d}"),
-            None => eprintln!("{msg}"),
-        }
+        eprintln!("{}", error_line(msg, e));
     }
     print_node_errors(body);
+}
+
+/// `message: details [category]` for one ComfyUI error object (details and comfy-rs's
+/// category only when present).
+pub fn error_line(message: &str, err: &Json) -> String {
+    let mut line = message.to_string();
+    if let Some(d) = err.get("details").and_then(Json::as_str).filter(|d| !d.is_empty()) {
+        line.push_str(": ");
+        line.push_str(d);
+    }
+    if let Some(c) = err.get("category").and_then(Json::as_str) {
+        line.push_str(&format!(" [{c}]"));
+    }
+    line
 }
 
 /// Prints `node_errors` as `* Class id:` / `  - message: details`.
@@ -79,10 +90,19 @@ pub fn print_node_errors(body: &Json) {
         eprintln!("* {class} {id}:");
         for err in ne.get("errors").and_then(Json::as_array).into_iter().flatten() {
             let m = err.get("message").and_then(Json::as_str).unwrap_or("");
-            match err.get("details").and_then(Json::as_str).filter(|d| !d.is_empty()) {
-                Some(d) => eprintln!("  - {m}: {d}"),
-                None => eprintln!("  - {m}"),
-            }
+            eprintln!("  - {}", error_line(m, err));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn error_lines_show_details_and_category() {
+        let e = json!({"message": "Value not in list", "details": "ckpt_name: 'x' not in []", "category": "missing_model"});
+        assert_eq!(super::error_line("Value not in list", &e), "Value not in list: ckpt_name: 'x' not in [] [missing_model]");
+        assert_eq!(super::error_line("Bad", &json!({"details": ""})), "Bad");
     }
 }

@@ -426,6 +426,15 @@ pub fn calc_cond_batch(model: &SdModel, lists: [Option<&[PreparedCond]>; 2], x: 
             None => None,
         };
         let rows = input_x.dim(0)?;
+        // The sampler's tensors live on the CPU (noise from the CPU generator, as ComfyUI);
+        // the model's inputs go to the compute device it was loaded on (a no-op on the CPU).
+        let dev = crate::sd::device::device();
+        let input_x = input_x.to_device(&dev)?;
+        let context = context.to_device(&dev)?;
+        let y = match y {
+            Some(t) => Some(t.to_device(&dev)?),
+            None => None,
+        };
         let pred = model.net.apply_model(&input_x, &vec![sigma; rows], &context, y.as_ref())?;
         let pred = arr(&pred)?;
         let per = pred.data.len() / batch.len();

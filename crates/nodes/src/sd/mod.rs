@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod cond;
 pub mod conditioning;
+pub mod device;
 pub mod errors;
 pub mod guidance;
 pub mod inputs;
@@ -23,6 +24,7 @@ pub mod loaders;
 pub mod loading;
 pub mod model;
 pub mod objects;
+pub mod preload;
 pub mod preview;
 pub mod run;
 pub mod sampling;
@@ -34,7 +36,9 @@ mod schema_tests;
 #[cfg(test)]
 mod tests;
 
-pub use cache::{resident_models, unload_all_models, ResidentModel};
+pub use cache::{resident_bytes, resident_models, unload_all_models, ResidentModel};
+pub use errors::set_memory_cap;
+pub use preload::preload_checkpoint;
 
 use comfy_graph::NodeRegistry;
 

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
-use comfy_diffusion::checkpoint::{Checkpoint, Family};
+use comfy_diffusion::checkpoint::{Checkpoint, Family, TextEncoderConfig, UnetConfig};
 use comfy_diffusion::clip::ClipModel;
+use comfy_diffusion::lora::PatchSet;
 use comfy_diffusion::unet::UNetModel;
 use comfy_diffusion::vae::Vae;
 use comfy_sampling::{LatentFormat, ModelSampling, Prediction};
@@ -25,6 +26,58 @@ pub trait DenoiseModel: Send + Sync {
     fn with_sampling(&self, _sampling: Arc<ModelSampling>) -> Option<Arc<dyn DenoiseModel>> {
         None
     }
+
+    /// What the network was built from (file, key prefix, config, LoRA patches), so a LoRA
+    /// loader can rebuild it with more patches; `None` for networks not loaded from a file.
+    fn origin(&self) -> Option<Arc<UnetOrigin>> {
+        None
+    }
+}
+
+/// Weight storage precision of a UNet (`UNETLoader`'s `weight_dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightStorage {
+    /// As loaded: F32, or F16 for large F16 files.
+    Plain(DType),
+    /// Weights rounded to float8 e4m3fn (round-to-nearest-even; beyond ±448 → NaN), computed in F32.
+    Fp8E4M3,
+    /// Weights rounded to float8 e5m2 (round-to-nearest-even; beyond ±57344 → ±inf), computed in F32.
+    Fp8E5M2,
+}
+
+/// The file a UNet was built from, and the LoRA patches applied to it.
+pub struct UnetOrigin {
+    /// The mapped file.
+    pub file: Arc<Checkpoint>,
+    /// Key prefix of the UNet inside it (`model.diffusion_model.`, or empty).
+    pub prefix: String,
+    /// Detected hyper-parameters.
+    pub config: UnetConfig,
+    /// Weight storage.
+    pub storage: WeightStorage,
+    /// LoRA patches (empty for the plain model).
+    pub patches: Arc<PatchSet>,
+}
+
+/// One text encoder of a CLIP value and the file it was built from.
+#[derive(Clone)]
+pub struct ClipPart {
+    /// The mapped file.
+    pub file: Arc<Checkpoint>,
+    /// The encoder's config (its key prefix in `file`).
+    pub config: TextEncoderConfig,
+    /// LoRA patches of this encoder.
+    pub patches: Arc<PatchSet>,
+}
+
+/// What a CLIP value was built from, so a LoRA loader can rebuild it with more patches.
+pub struct ClipOrigin {
+    /// The family the encoders serve.
+    pub family: Family,
+    /// The encoders, in ComfyUI order.
+    pub parts: Vec<ClipPart>,
+    /// `models/embeddings` folders for `embedding:name`.
+    pub embedding_dirs: Vec<PathBuf>,
 }
 
 /// `apply_model` of a discrete EPS/V UNet: `x_in = x / √(σ²+1)`, `t = timestep(σ)`,
@@ -34,11 +87,13 @@ pub struct UnetDenoiser {
     pub unet: Arc<UNetModel>,
     /// Its σ table and parameterisation.
     pub sampling: Arc<ModelSampling>,
+    /// What it was built from (`None` when unknown).
+    pub origin: Option<Arc<UnetOrigin>>,
 }
 
 fn per_row(values: Vec<f32>, rank: usize, device: &candle_core::Device) -> candle_core::Result<Tensor> {
     let mut shape = vec![values.len()];
-    shape.extend(std::iter::repeat(1).take(rank.saturating_sub(1)));
+    shape.extend(std::iter::repeat_n(1, rank.saturating_sub(1)));
     Tensor::from_vec(values, shape, device)
 }
 
@@ -66,7 +121,11 @@ impl DenoiseModel for UnetDenoiser {
     }
 
     fn with_sampling(&self, sampling: Arc<ModelSampling>) -> Option<Arc<dyn DenoiseModel>> {
-        Some(Arc::new(UnetDenoiser { unet: self.unet.clone(), sampling }))
+        Some(Arc::new(UnetDenoiser { unet: self.unet.clone(), sampling, origin: self.origin.clone() }))
+    }
+
+    fn origin(&self) -> Option<Arc<UnetOrigin>> {
+        self.origin.clone()
     }
 }
 
@@ -156,8 +215,10 @@ pub struct SdClip {
     pub model: Arc<ClipModel>,
     /// `stop_at_clip_layer` (None = the model's default layer).
     pub layer_idx: Option<i32>,
-    /// The weights' file.
+    /// The weights' file (`None` once LoRA-patched: the file no longer holds the weights).
     pub source: Option<Source>,
+    /// What the encoders were built from (`None` when unknown).
+    pub origin: Option<Arc<ClipOrigin>>,
 }
 
 /// A VAE value.

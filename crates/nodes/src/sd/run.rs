@@ -114,7 +114,9 @@ pub fn reshape_noise_mask(mask: &Tensor, shape: (usize, usize, usize, usize)) ->
 /// Runs one sampling job with progress, previews and cancellation through `ctx`.
 pub fn sample(job: SampleJob<'_>, ctx: &ExecContext<'_>) -> Result<SampleOutput, NodeError> {
     let model = job.model;
-    let latent_image = fix_empty_latent_channels(model, &job.latent.samples.to_dtype(DType::F32).map_err(candle_err)?)?;
+    // Sampling runs on host tensors; `calc_cond_batch` moves the model's inputs to its device.
+    let latent_image = job.latent.samples.to_dtype(DType::F32).and_then(|t| t.to_device(&Device::Cpu)).map_err(candle_err)?;
+    let latent_image = fix_empty_latent_channels(model, &latent_image)?;
     let noise = initial_noise(job.noise, &latent_image, job.latent.batch_index.as_deref())?;
     if job.sigmas.is_empty() {
         return Ok(SampleOutput { samples: latent_image, denoised: None });

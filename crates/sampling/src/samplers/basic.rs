@@ -1,8 +1,9 @@
 //! Euler/Heun/DPM-2/LMS family, DDPM, LCM and gradient estimation (`k_diffusion/sampling.py`).
 
+use super::tmath::TorchMath;
 use candle_core::Tensor;
 
-use super::{ancestral_step, lc, to_d, Run};
+use super::{lc, to_d, Run};
 use crate::error::Result;
 
 fn f(s: f32) -> f64 {
@@ -29,17 +30,20 @@ pub(crate) fn euler_ancestral(
     eta: f64,
     s_noise: f64,
 ) -> Result<Tensor> {
+    use super::{ancestral_step32, mul32};
     let mut x = x.clone();
     for i in 0..s.len() - 1 {
         let den = r.model(&x, s[i])?;
-        let (down, up) = ancestral_step(f(s[i]), f(s[i + 1]), eta);
+        // σ_down/σ_up as 0-d float32 tensors; `x + d·dt + noise·s_noise·σ_up` in that order.
+        let (down, up) = ancestral_step32(s[i], s[i + 1], eta as f32);
         r.callback(i, &x, &den);
         if down == 0.0 {
             x = den;
         } else {
             let d = to_d(&x, &den, f(s[i]))?;
             let n = r.noise(s[i], s[i + 1])?;
-            x = lc(&[(1.0, &x), (down - f(s[i]), &d), (s_noise * up, &n)])?;
+            let step = (&x + mul32(&d, down - s[i])?)?;
+            x = (step + mul32(&mul32(&n, s_noise as f32)?, up)?)?;
         }
     }
     Ok(x)
@@ -61,17 +65,19 @@ pub(crate) fn euler_ancestral_cfg_pp(
         if s[i + 1] == 0.0 {
             x = den;
         } else {
-            let alpha_s = s[i] * (-(s[i].ln())).exp();
-            let alpha_t = s[i + 1] * (-(s[i + 1].ln())).exp();
-            let au = (&unc * alpha_s as f64)?;
-            let d = ((&x - au)? / s[i] as f64)?;
+            let alpha_s = s[i] * (-(s[i].tln())).texp();
+            let alpha_t = s[i + 1] * (-(s[i + 1].tln())).texp();
+            let au = super::mul32(&unc, alpha_s)?;
+            let d = super::div32(&(&x - au)?, s[i])?;
             let (down, up) =
                 super::ancestral_step32(s[i] / alpha_s, s[i + 1] / alpha_t, eta as f32);
             let down = alpha_t * down;
             x = lc(&[(alpha_t as f64, &den), (down as f64, &d)])?;
             if eta > 0.0 && s_noise > 0.0 {
                 let n = r.noise(s[i], s[i + 1])?;
-                x = lc(&[(1.0, &x), ((alpha_t * s_noise as f32 * up) as f64, &n)])?;
+                // `x + α_t·noise·s_noise·σ_up`, left to right.
+                let nz = super::mul32(&super::mul32(&n, alpha_t)?, s_noise as f32)?;
+                x = (&x + super::mul32(&nz, up)?)?;
             }
         }
     }
@@ -148,7 +154,7 @@ pub(crate) fn dpm_2(r: &mut Run, x: &Tensor, s: &[f32]) -> Result<Tensor> {
         if s[i + 1] == 0.0 {
             x = lc(&[(1.0, &x), (f(s[i + 1]) - f(s[i]), &d)])?;
         } else {
-            let mid = (0.5 * (s[i].ln() + s[i + 1].ln())).exp();
+            let mid = (0.5 * (s[i].tln() + s[i + 1].tln())).texp();
             let x2 = lc(&[(1.0, &x), (f(mid) - f(s[i]), &d)])?;
             let den2 = r.model(&x2, mid)?;
             let d2 = to_d(&x2, &den2, f(mid))?;
@@ -176,7 +182,7 @@ pub(crate) fn dpm_2_ancestral(
         if down == 0.0 {
             x = (&x + mul32(&d, down - s[i])?)?;
         } else {
-            let mid = lerp32(s[i].ln(), down.ln(), 0.5).exp();
+            let mid = lerp32(s[i].tln(), down.tln(), 0.5).texp();
             let x2 = (&x + mul32(&d, mid - s[i])?)?;
             let den2 = r.model(&x2, mid)?;
             let d2 = div32(&(&x2 - &den2)?, mid)?;

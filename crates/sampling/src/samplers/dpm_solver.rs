@@ -1,13 +1,14 @@
 //! DPM-Solver fast (fixed step) and adaptive (`dpm_fast`, `dpm_adaptive`), eta = 0.
 //! Time variable `t = −ln σ`; the run stops at the smallest positive σ.
 
+use super::tmath::TorchMath;
 use candle_core::Tensor;
 
 use super::{lc, Run};
 use crate::error::Result;
 
 fn sigma_of(t: f64) -> f32 {
-    (-t).exp() as f32
+    (-t).texp() as f32
 }
 
 /// `ε(x, t)` cache for one step.
@@ -26,7 +27,7 @@ fn eps_at(r: &mut Run, x: &Tensor, t: f64) -> Result<Tensor> {
 fn step1(x: &Tensor, t: f64, tn: f64, c: &Eps) -> Result<Tensor> {
     let h = tn - t;
     let e = c.eps.as_ref().expect("eps evaluated");
-    lc(&[(1.0, x), (-(sigma_of(tn) as f64) * h.exp_m1(), e)])
+    lc(&[(1.0, x), (-(sigma_of(tn) as f64) * h.texpm1(), e)])
 }
 
 fn step2(r: &mut Run, x: &Tensor, t: f64, tn: f64, r1: f64, c: &mut Eps) -> Result<Tensor> {
@@ -34,7 +35,7 @@ fn step2(r: &mut Run, x: &Tensor, t: f64, tn: f64, r1: f64, c: &mut Eps) -> Resu
     let e = c.eps.clone().expect("eps evaluated");
     let s1 = t + r1 * h;
     if c.r1.is_none() {
-        let u1 = lc(&[(1.0, x), (-(sigma_of(s1) as f64) * (r1 * h).exp_m1(), &e)])?;
+        let u1 = lc(&[(1.0, x), (-(sigma_of(s1) as f64) * (r1 * h).texpm1(), &e)])?;
         c.r1 = Some(eps_at(r, &u1, s1)?);
     }
     let er1 = c.r1.as_ref().expect("set above");
@@ -42,8 +43,8 @@ fn step2(r: &mut Run, x: &Tensor, t: f64, tn: f64, r1: f64, c: &mut Eps) -> Resu
     let diff = (er1 - &e)?;
     lc(&[
         (1.0, x),
-        (-sn * h.exp_m1(), &e),
-        (-sn / (2.0 * r1) * h.exp_m1(), &diff),
+        (-sn * h.texpm1(), &e),
+        (-sn / (2.0 * r1) * h.texpm1(), &diff),
     ])
 }
 
@@ -54,7 +55,7 @@ fn step3(r: &mut Run, x: &Tensor, t: f64, tn: f64, c: &mut Eps) -> Result<Tensor
     let s1 = t + r1 * h;
     let s2 = t + r2 * h;
     if c.r1.is_none() {
-        let u1 = lc(&[(1.0, x), (-(sigma_of(s1) as f64) * (r1 * h).exp_m1(), &e)])?;
+        let u1 = lc(&[(1.0, x), (-(sigma_of(s1) as f64) * (r1 * h).texpm1(), &e)])?;
         c.r1 = Some(eps_at(r, &u1, s1)?);
     }
     let er1 = c.r1.clone().expect("set above");
@@ -63,8 +64,8 @@ fn step3(r: &mut Run, x: &Tensor, t: f64, tn: f64, c: &mut Eps) -> Result<Tensor
         let d1 = (&er1 - &e)?;
         let u2 = lc(&[
             (1.0, x),
-            (-ss2 * (r2 * h).exp_m1(), &e),
-            (-ss2 * (r2 / r1) * ((r2 * h).exp_m1() / (r2 * h) - 1.0), &d1),
+            (-ss2 * (r2 * h).texpm1(), &e),
+            (-ss2 * (r2 / r1) * ((r2 * h).texpm1() / (r2 * h) - 1.0), &d1),
         ])?;
         c.r2 = Some(eps_at(r, &u2, s2)?);
     }
@@ -73,8 +74,8 @@ fn step3(r: &mut Run, x: &Tensor, t: f64, tn: f64, c: &mut Eps) -> Result<Tensor
     let d2 = (er2 - &e)?;
     lc(&[
         (1.0, x),
-        (-sn * h.exp_m1(), &e),
-        (-sn / r2 * (h.exp_m1() / h - 1.0), &d2),
+        (-sn * h.texpm1(), &e),
+        (-sn / r2 * (h.texpm1() / h - 1.0), &d2),
     ])
 }
 
@@ -91,8 +92,8 @@ fn sigma_range(s: &[f32]) -> (f32, f32) {
 pub(crate) fn dpm_fast(r: &mut Run, x: &Tensor, s: &[f32]) -> Result<Tensor> {
     let (smin, smax) = sigma_range(s);
     let nfe = s.len() - 1;
-    let t_start = -(smax.ln());
-    let t_end = -(smin.ln());
+    let t_start = -(smax.tln());
+    let t_end = -(smin.tln());
     let m = nfe / 3 + 1;
     let ts = crate::schedule::linspace_f32(t_start, t_end, m + 1);
     let orders: Vec<usize> = if nfe % 3 == 0 {
@@ -130,8 +131,8 @@ pub(crate) fn dpm_adaptive(r: &mut Run, x: &Tensor, s: &[f32]) -> Result<Tensor>
     let (smin, smax) = sigma_range(s);
     let (order, rtol, atol, accept_safety, eps_pid) =
         (3.0f64, 0.05f64, 0.0078f64, 0.81f64, 1e-8f64);
-    let t_start = -(smax.ln()) as f64;
-    let t_end = -(smin.ln()) as f64;
+    let t_start = -(smax.tln()) as f64;
+    let t_end = -(smin.tln()) as f64;
     let b1 = 1.0 / order;
     let mut h = 0.05f64;
     let mut errs: Option<[f64; 3]> = None;

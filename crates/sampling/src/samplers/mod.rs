@@ -5,6 +5,7 @@ mod basic;
 mod dpm_solver;
 mod dpmpp;
 mod multistep;
+mod tmath;
 mod unipc;
 
 use candle_core::Tensor;
@@ -315,12 +316,14 @@ pub(crate) fn div32(t: &Tensor, c: f32) -> Result<Tensor> {
     Ok(t.broadcast_div(&s)?)
 }
 
-/// `torch.lerp(a, b, w)` for float32 scalars.
+/// `torch.lerp(a, b, w)` for float32 scalars. Torch's kernel is compiled with FMA
+/// contraction: `fma(w, b − a, a)` for `|w| < ½`, else `fma(−(b − a), 1 − w, b)`.
 pub(crate) fn lerp32(a: f32, b: f32, w: f32) -> f32 {
+    let d = b - a;
     if w.abs() < 0.5 {
-        a + w * (b - a)
+        w.mul_add(d, a)
     } else {
-        b - (b - a) * (1.0 - w)
+        (-d).mul_add(1.0 - w, b)
     }
 }
 
@@ -371,9 +374,10 @@ fn lc_cpu(terms: &[(f64, &Tensor)]) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(out, first.shape(), first.device())?))
 }
 
-/// `(x − D)/σ`, the Karras ODE derivative.
+/// `(x − D)/σ`, the Karras ODE derivative: a true float32 division by σ (torch divides by the
+/// 0-d σ tensor; multiplying by a rounded reciprocal would be up to 1 ulp off).
 pub(crate) fn to_d(x: &Tensor, denoised: &Tensor, sigma: f64) -> Result<Tensor> {
-    Ok(((x - denoised)? / sigma)?)
+    div32(&(x - denoised)?, sigma as f32)
 }
 
 /// `get_ancestral_step` in float32, as torch evaluates it on 0-d tensors.
@@ -386,20 +390,19 @@ pub(crate) fn ancestral_step32(from: f32, to: f32, eta: f32) -> (f32, f32) {
     (down, up)
 }
 
-/// `get_ancestral_step(σ_from, σ_to, eta)` → `(σ_down, σ_up)`.
-pub(crate) fn ancestral_step(from: f64, to: f64, eta: f64) -> (f64, f64) {
-    if eta == 0.0 {
-        return (to, 0.0);
-    }
-    let up = (eta * (to * to * (from * from - to * to) / (from * from)).sqrt()).min(to);
-    let down = (to * to - up * up).sqrt();
-    (down, up)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+
+    /// torch's fused `lerp` (w = 1/3): differs from the unfused formula on this input.
+    #[test]
+    fn lerp32_is_fused_like_torch() {
+        let (a, b) = (f32::from_bits(1073806191), f32::from_bits(1085029214));
+        let w = (1.0f64 / 3.0) as f32;
+        assert_eq!(lerp32(a, b, w).to_bits(), 1078513459);
+        assert_ne!((a + w * (b - a)).to_bits(), 1078513459);
+    }
 
     /// D(x, σ) = 0.5·x: cheap and deterministic.
     struct Half;

@@ -3,23 +3,24 @@
 //! at the final σ (0.001) the VP std `√(1 − e^{2·log α})` cancels badly, and matching it
 //! matters at the 1e-5 level.
 
+use super::tmath::TorchMath;
 use candle_core::Tensor;
 
 use super::{lc, Run};
 use crate::error::Result;
 
 fn lmc(s: f32) -> f32 {
-    0.5f32 * (1.0f32 / (s * s + 1.0f32)).ln()
+    0.5f32 * (1.0f32 / (s * s + 1.0f32)).tln()
 }
 fn alpha(s: f32) -> f32 {
-    lmc(s).exp()
+    lmc(s).texp()
 }
 fn vp_std(s: f32) -> f32 {
-    (1.0f32 - (2.0f32 * lmc(s)).exp()).sqrt()
+    (1.0f32 - (2.0f32 * lmc(s)).texp()).sqrt()
 }
 fn lambda(s: f32) -> f32 {
     let l = lmc(s);
-    l - 0.5f32 * (1.0f32 - (2.0f32 * l).exp()).ln()
+    l - 0.5f32 * (1.0f32 - (2.0f32 * l).texp()).tln()
 }
 
 /// Gaussian elimination with partial pivoting in float32 (what `torch.linalg.solve` does).
@@ -92,10 +93,10 @@ fn update(
     }
     rks.push(1.0);
     let hh = -h;
-    let h_phi_1 = hh.exp_m1();
+    let h_phi_1 = hh.texpm1();
     let mut h_phi_k = h_phi_1 / hh - 1.0;
     let mut fact = 1.0f32;
-    let b_h = if bh2 { hh.exp_m1() } else { hh };
+    let b_h = if bh2 { hh.texpm1() } else { hh };
     let mut rmat: Vec<Vec<f32>> = Vec::new();
     let mut b: Vec<f32> = Vec::new();
     for i in 1..=order {

@@ -5,7 +5,7 @@
 //!   `scripts/install-frontend.sh`) when present; otherwise the built-in page of `web/builtin/`,
 //!   compiled into the binary.
 //! - What the editor calls besides the core API: `/i18n`, `/workflow_templates`,
-//!   `/experiment/models[/{folder}]`, and the `/internal/*` sub-application (logs,
+//!   `/templates/index.json` (no core templates: `[]`), `/experiment/models[/{folder}]`, and the `/internal/*` sub-application (logs,
 //!   folder paths, file lists), which, as in ComfyUI, is not duplicated under `/api`.
 //! - Log capture for `/internal/logs`: [`LogWriter`] tees the process log into a ring buffer.
 //!
@@ -77,6 +77,7 @@ pub fn top_level_router() -> Router<Arc<AppState>> {
         .route("/internal/folder_paths", get(internal_folder_paths))
         .route("/internal/files/{directory_type}", get(internal_files))
         .route("/builtin/{file}", get(builtin_asset))
+        .route("/templates/index.json", get(core_templates_index))
         .route(
             "/api/workflow_templates/{module}/{*file}",
             get(example_workflow_file),
@@ -315,6 +316,13 @@ async fn workflow_templates(State(state): State<Arc<AppState>>) -> Response {
         }
     }
     json::ok(&Json::Object(out))
+}
+
+/// `GET /templates/index.json`: the index of the core workflow templates. ComfyUI serves the
+/// `comfyui-workflow-templates` package there; comfy-rs ships no templates, so the index is an
+/// empty list (the editor then shows no template categories instead of logging a failed fetch).
+async fn core_templates_index() -> Response {
+    no_cache(json::ok(&json!([])))
 }
 
 /// `GET /api/workflow_templates/{module}/{file}`: a custom node's example workflow file.

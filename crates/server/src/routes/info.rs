@@ -151,9 +151,26 @@ pub async fn features(State(state): State<Arc<AppState>>) -> Response {
     json::ok(&feature_flags(state.max_upload_bytes))
 }
 
+/// The `/system_stats` device entry of the CUDA compute device, with the driver's figures.
+/// `torch_vram_total` is what this process has taken on the device since it opened it;
+/// candle keeps no cache of freed blocks, so `torch_vram_free` is 0.
+pub fn gpu_device_entry(gpu: &comfy_nodes::sd::device::GpuMemory) -> Json {
+    json!({
+        "name": gpu.display_name(),
+        "type": "cuda",
+        "index": gpu.facts.index,
+        "vram_total": gpu.total,
+        "vram_free": gpu.free,
+        "torch_vram_total": gpu.used_by_process(),
+        "torch_vram_free": 0
+    })
+}
+
 /// The `/system_stats` body.
 pub fn system_stats(argv: &[String]) -> Json {
     let (total, free) = sysinfo::ram();
+    let resident = comfy_nodes::sd::resident_models();
+    let process_rss = sysinfo::rss_of(std::process::id());
     let rs = concat!("comfy-rs ", env!("CARGO_PKG_VERSION"));
     json!({
         "system": {
@@ -169,15 +186,26 @@ pub fn system_stats(argv: &[String]) -> Json {
             "embedded_python": false,
             "argv": argv,
         },
-        "devices": [{
-            "name": "cpu",
-            "type": "cpu",
-            "index": null,
-            "vram_total": total,
-            "vram_free": free,
-            "torch_vram_total": total,
-            "torch_vram_free": free
-        }]
+        "devices": [match comfy_nodes::sd::device::gpu_memory() {
+            Some(gpu) => gpu_device_entry(&gpu),
+            None => json!({
+                "name": "cpu",
+                "type": "cpu",
+                "index": null,
+                "vram_total": total,
+                "vram_free": free,
+                "torch_vram_total": total,
+                "torch_vram_free": free
+            }),
+        }],
+        // comfy-rs additions (ComfyUI clients ignore unknown keys): what the process really
+        // holds, and the models resident between prompts.
+        "comfy_rs": {
+            "process_rss": process_rss,
+            "models_bytes": comfy_nodes::sd::resident_bytes(),
+            "memory_cap": comfy_nodes::sd::errors::memory_cap(),
+            "resident_models": resident,
+        }
     })
 }
 
@@ -251,7 +279,32 @@ mod tests {
     fn system_stats_shape() {
         let s = system_stats(&["comfy-rs".to_string()]);
         assert!(s["system"]["ram_total"].as_u64().unwrap() > 0);
-        assert_eq!(s["devices"][0]["type"], "cpu");
-        assert!(s["devices"][0]["index"].is_null());
+        if comfy_nodes::sd::device::is_gpu() {
+            assert_eq!(s["devices"][0]["type"], "cuda");
+            assert!(s["devices"][0]["vram_total"].as_u64().unwrap() > 0);
+        } else {
+            assert_eq!(s["devices"][0]["type"], "cpu");
+            assert!(s["devices"][0]["index"].is_null());
+        }
+    }
+
+    #[test]
+    fn gpu_entry_has_comfyui_keys() {
+        use comfy_nodes::sd::device::{GpuFacts, GpuMemory};
+        let gpu = GpuMemory {
+            facts: GpuFacts { index: 0, name: "NVIDIA H100 80GB HBM3".into(), capability: (9, 0), used_at_start: 600 << 20 },
+            total: 80 << 30,
+            free: 70 << 30,
+        };
+        let e = gpu_device_entry(&gpu);
+        assert_eq!(e["name"], "cuda:0 NVIDIA H100 80GB HBM3 : cudaMallocAsync");
+        assert_eq!(e["type"], "cuda");
+        assert_eq!(e["index"], 0);
+        assert_eq!(e["vram_total"], 80u64 << 30);
+        assert_eq!(e["vram_free"], 70u64 << 30);
+        assert_eq!(e["torch_vram_total"], (10u64 << 30) - (600 << 20));
+        assert_eq!(e["torch_vram_free"], 0);
+        let keys: Vec<&String> = e.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["name", "type", "index", "vram_total", "vram_free", "torch_vram_total", "torch_vram_free"]);
     }
 }

@@ -12,6 +12,9 @@ use serde_json::{json, Value as Json};
 use crate::error::{parse_json, ApiError};
 use crate::{json, AppState};
 
+/// `Retry-After` (seconds) of a 429 answer when the queue is full.
+const QUEUE_FULL_RETRY_AFTER_SECS: &str = "1";
+
 /// `POST /prompt`: validate and enqueue.
 pub async fn post_prompt(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let body = match parse_json(&body) {
@@ -21,7 +24,13 @@ pub async fn post_prompt(State(state): State<Arc<AppState>>, body: Bytes) -> Res
     match state.engine.submit(body) {
         Ok(reply) => json::ok(&reply),
         Err(SubmitError::Invalid(b)) => json::json_response(StatusCode::BAD_REQUEST, &b),
-        Err(SubmitError::QueueFull(b)) => json::json_response(StatusCode::TOO_MANY_REQUESTS, &b),
+        Err(SubmitError::QueueFull(b)) => {
+            let mut resp = json::json_response(StatusCode::TOO_MANY_REQUESTS, &b);
+            // Nothing was queued; a client may retry once the queue has moved on.
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(QUEUE_FULL_RETRY_AFTER_SECS));
+            resp
+        }
     }
 }
 

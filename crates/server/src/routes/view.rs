@@ -195,8 +195,9 @@ fn encode_png(img: &image::DynamicImage) -> Result<Vec<u8>, ApiError> {
 }
 
 /// The `preview` / `channel` re-encodings (`channel` is the raw query value, `""` if absent).
-/// WebP is not available in this build: a WebP request is answered with JPEG, or PNG when
-/// alpha must be kept.
+/// As ComfyUI: `preview=FORMAT;QUALITY` answers `jpeg` or `webp` (any other format, or a
+/// `channel` containing `a`, means WebP, which keeps alpha). WebP is written lossless (the
+/// pure-Rust encoder has no lossy mode), so its quality figure is not used.
 fn reencode(
     file: &Path,
     preview: Option<&str>,
@@ -214,20 +215,21 @@ fn reencode(
             .and_then(|q| q.parse::<u8>().ok())
             .unwrap_or(90)
             .clamp(1, 100);
-        // ComfyUI forces WebP (which keeps alpha) when a `channel` containing `a` is given.
-        let keep_alpha = channel.contains('a');
-        if keep_alpha {
-            return Ok((
-                encode_png(&image::DynamicImage::ImageRgba8(img.to_rgba8()))?,
-                "image/png",
-            ));
-        }
-        let rgb = img.to_rgb8();
+        let jpeg = parts.first() == Some(&"jpeg") && !channel.contains('a');
+        let internal = |_| ApiError::Bare(StatusCode::INTERNAL_SERVER_ERROR);
         let mut out = Cursor::new(Vec::new());
-        let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
-        rgb.write_with_encoder(enc)
-            .map_err(|_| ApiError::Bare(StatusCode::INTERNAL_SERVER_ERROR))?;
-        return Ok((out.into_inner(), "image/jpeg"));
+        if jpeg {
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+            img.to_rgb8().write_with_encoder(enc).map_err(internal)?;
+            return Ok((out.into_inner(), "image/jpeg"));
+        }
+        let enc = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+        if channel == "rgb" || !img.color().has_alpha() {
+            img.to_rgb8().write_with_encoder(enc).map_err(internal)?;
+        } else {
+            img.to_rgba8().write_with_encoder(enc).map_err(internal)?;
+        }
+        return Ok((out.into_inner(), "image/webp"));
     }
     if channel == "rgb" {
         return Ok((

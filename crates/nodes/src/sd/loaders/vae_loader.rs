@@ -1,6 +1,6 @@
 //! `VAELoader`: a VAE file from `models/vae`, or the `pixel_space` identity VAE.
 
-use comfy_graph::{ExecContext, Folders, InputType, Inputs, Node, NodeError, NodeSchema, Outputs, Section, Value};
+use comfy_graph::{ExecContext, InputType, Inputs, Node, NodeError, NodeSchema, Outputs, Section, Value};
 use serde_json::json;
 
 use crate::sd::loading::load_vae;
@@ -8,10 +8,11 @@ use crate::sd::model::SdVae;
 
 /// `VAELoader` (`nodes.py`).
 ///
-/// The combo is rendered as `["pixel_space"]` (what ComfyUI shows with no VAE files): the
-/// engine's `InputType` cannot yet append fixed entries to a folder listing. Files of
-/// `models/vae` are accepted by the custom validator below, so API prompts naming them work.
-/// TAESD entries are not offered (no TAESD implementation).
+/// The combo lists the files of `models/vae` followed by `"pixel_space"` (ComfyUI's
+/// `vae_list`), read afresh on every `/object_info` and validation, so a prompt naming an
+/// absent file fails with `value_not_in_list`. A VAE file is either a VAE-only state dict or a
+/// whole checkpoint (its `first_stage_model.*` part is used). TAESD entries are not offered
+/// (ComfyUI lists them only when `models/vae_approx` holds TAESD files; no TAESD here).
 pub struct VAELoader;
 
 impl Node for VAELoader {
@@ -19,22 +20,13 @@ impl Node for VAELoader {
         NodeSchema::new("VAELoader", "model/loaders")
             .display(Some("Load VAE"))
             .aliases(&[])
-            .push_input(Section::Required, "vae_name", InputType::Combo(vec![json!("pixel_space")]), json!({}))
+            .push_input(
+                Section::Required,
+                "vae_name",
+                InputType::FilesThen("vae".into(), vec!["pixel_space".into()]),
+                json!({}),
+            )
             .output("VAE")
-    }
-
-    fn custom_validated_inputs(&self) -> &'static [&'static str] {
-        &["vae_name"]
-    }
-
-    fn validate_inputs(&self, inputs: &Inputs, folders: &Folders) -> Result<(), Option<String>> {
-        let Some(name) = inputs.get("vae_name").and_then(Value::as_str) else { return Ok(()) };
-        if name == "pixel_space" || folders.model_path("vae", name).is_some() {
-            return Ok(());
-        }
-        let mut choices = folders.list_models("vae");
-        choices.push("pixel_space".into());
-        Err(Some(format!("Value not in list: vae_name: '{name}' not in {choices:?}")))
     }
 
     fn execute(&self, inputs: &Inputs, ctx: &ExecContext<'_>) -> Result<Outputs, NodeError> {

@@ -1,0 +1,308 @@
+//! The process-wide compute device and the dtypes models use on it.
+//!
+//! Chosen once at start-up ([`select`], from `--cpu` / `--cuda-device N`); before that, the
+//! first use picks the default: CUDA device 0 when this build has the `cuda` feature and a
+//! device opens, otherwise the CPU. Models are loaded straight onto this device and stay
+//! there while resident.
+//!
+//! Dtypes follow ComfyUI's `model_management` on each device (`shared/spec/checkpoints.md` §5):
+//! everything F32 on the CPU; on an NVIDIA GPU the UNet in F16 (compute capability ≥ 7),
+//! text-encoder weights stored in F16 with the forward pass in F32, and the SD/SDXL VAE in
+//! BF16 where the GPU supports it (compute capability ≥ 8), else F32.
+
+use std::sync::{OnceLock, RwLock};
+
+use candle_core::{DType, Device};
+
+/// What the command line asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// CUDA device 0 when built with `cuda` and it opens, else the CPU.
+    Auto,
+    /// `--cpu`.
+    Cpu,
+    /// `--cuda-device N`.
+    Cuda(usize),
+}
+
+/// Why the requested device cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A CUDA device was asked for in a build without the `cuda` feature.
+    #[error("CUDA device {0} was requested, but this comfy-rs build has no CUDA support (build it with `cargo build --release --features cuda`, or run with --cpu)")]
+    NotCompiled(usize),
+    /// The driver could not open the device.
+    #[error("cannot open CUDA device {ordinal}: {message}")]
+    Open {
+        /// The device index.
+        ordinal: usize,
+        /// The driver's message.
+        message: String,
+    },
+}
+
+/// The dtypes each model part is loaded and run in on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComputeDtypes {
+    /// UNet weights and compute (ComfyUI's `unet_dtype`).
+    pub unet: DType,
+    /// Text-encoder weight storage (`text_encoder_dtype`).
+    pub text_encoder: DType,
+    /// Text-encoder forward pass (ComfyUI runs CLIP in float32, up-casting weights per op).
+    pub text_encoder_compute: DType,
+    /// VAE weights and compute (`vae_dtype`).
+    pub vae: DType,
+}
+
+/// The dtype policy: `cuda_capability` is `None` for the CPU, `Some((major, minor))` for a
+/// CUDA device.
+pub fn dtypes_for(cuda_capability: Option<(i32, i32)>) -> ComputeDtypes {
+    match cuda_capability {
+        None => ComputeDtypes { unet: DType::F32, text_encoder: DType::F32, text_encoder_compute: DType::F32, vae: DType::F32 },
+        Some((major, _)) => ComputeDtypes {
+            // should_use_fp16: true from Volta/Turing (7.x) on; Pascal and older stay F32.
+            unet: if major >= 7 { DType::F16 } else { DType::F32 },
+            text_encoder: DType::F16,
+            text_encoder_compute: DType::F32,
+            // vae_dtype: [bf16, fp32] for SD/SDXL VAEs; bf16 needs Ampere (8.x) or newer.
+            vae: if major >= 8 { DType::BF16 } else { DType::F32 },
+        },
+    }
+}
+
+/// Static facts of the selected GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuFacts {
+    /// CUDA ordinal.
+    pub index: usize,
+    /// The driver's device name (`NVIDIA H100 80GB HBM3`).
+    pub name: String,
+    /// Compute capability.
+    pub capability: (i32, i32),
+    /// Device bytes in use when the device was opened (other processes, the context).
+    pub used_at_start: u64,
+}
+
+/// The GPU's memory as the driver reports it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuMemory {
+    /// The static facts.
+    pub facts: GpuFacts,
+    /// Total device memory in bytes.
+    pub total: u64,
+    /// Free device memory in bytes.
+    pub free: u64,
+}
+
+impl GpuMemory {
+    /// Bytes this process has taken on the device since it opened it (approximate: other
+    /// processes' allocations after start-up count too).
+    pub fn used_by_process(&self) -> u64 {
+        self.total.saturating_sub(self.free).saturating_sub(self.facts.used_at_start)
+    }
+
+    /// ComfyUI's `/system_stats` device name: `cuda:0 NVIDIA H100 80GB HBM3 : cudaMallocAsync`.
+    pub fn display_name(&self) -> String {
+        format!("cuda:{} {} : cudaMallocAsync", self.facts.index, self.facts.name)
+    }
+}
+
+struct Selected {
+    device: Device,
+    gpu: Option<GpuFacts>,
+    /// What it was opened for (`None`: a fallback).
+    request: Option<DeviceRequest>,
+}
+
+fn state() -> &'static RwLock<Option<Selected>> {
+    static STATE: OnceLock<RwLock<Option<Selected>>> = OnceLock::new();
+    STATE.get_or_init(|| RwLock::new(None))
+}
+
+fn cpu() -> Selected {
+    Selected { device: Device::Cpu, gpu: None, request: None }
+}
+
+/// Opens the device `request` names.
+fn open(request: DeviceRequest) -> Result<Selected, DeviceError> {
+    let selected = match request {
+        DeviceRequest::Cpu => Ok(cpu()),
+        DeviceRequest::Cuda(ordinal) => open_cuda(ordinal),
+        DeviceRequest::Auto => match open_cuda(0) {
+            Ok(s) => Ok(s),
+            Err(DeviceError::NotCompiled(_)) => Ok(cpu()),
+            Err(e) => {
+                tracing::warn!("{e}; running on the CPU");
+                Ok(cpu())
+            }
+        },
+    }?;
+    Ok(Selected { request: Some(request), ..selected })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(ordinal: usize) -> Result<Selected, DeviceError> {
+    Err(DeviceError::NotCompiled(ordinal))
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> Result<Selected, DeviceError> {
+    let open_err = |e: &dyn std::fmt::Display| DeviceError::Open { ordinal, message: e.to_string() };
+    let device = Device::new_cuda(ordinal).map_err(|e| open_err(&e))?;
+    let cuda = device.as_cuda_device().map_err(|e| open_err(&e))?;
+    let stream = cuda.cuda_stream();
+    let ctx = stream.context();
+    let name = ctx.name().map_err(|e| open_err(&e))?;
+    let capability = ctx.compute_capability().map_err(|e| open_err(&e))?;
+    let (free, total) = ctx.mem_get_info().map_err(|e| open_err(&e))?;
+    let facts = GpuFacts { index: ordinal, name, capability, used_at_start: (total.saturating_sub(free)) as u64 };
+    Ok(Selected { device, gpu: Some(facts), request: None })
+}
+
+#[cfg(feature = "cuda")]
+fn query_memory(selected: &Selected) -> Option<GpuMemory> {
+    let facts = selected.gpu.clone()?;
+    let cuda = selected.device.as_cuda_device().ok()?;
+    let stream = cuda.cuda_stream();
+    match stream.context().mem_get_info() {
+        Ok((free, total)) => Some(GpuMemory { facts, total: total as u64, free: free as u64 }),
+        Err(e) => {
+            tracing::warn!("cuMemGetInfo failed: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn query_memory(_selected: &Selected) -> Option<GpuMemory> {
+    None
+}
+
+/// True when this build has the `cuda` feature.
+pub const fn cuda_compiled() -> bool {
+    cfg!(feature = "cuda")
+}
+
+/// Selects the compute device (start-up). Selecting a different device than the current one
+/// drops the resident models (they live on the old device). Returns a one-line description.
+pub fn select(request: DeviceRequest) -> Result<String, DeviceError> {
+    {
+        let guard = state().read().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = guard.as_ref().filter(|s| s.request == Some(request)) {
+            // Already open for this request: keep it (and the models on it).
+            return Ok(describe_selected(s));
+        }
+    }
+    let selected = open(request)?;
+    let text = describe_selected(&selected);
+    let mut guard = state().write().unwrap_or_else(|p| p.into_inner());
+    let changed = guard.as_ref().map(|old| !old.device.same_device(&selected.device)).unwrap_or(false);
+    *guard = Some(selected);
+    drop(guard);
+    if changed {
+        crate::sd::cache::unload_all_models();
+    }
+    tracing::info!("compute device: {text}");
+    Ok(text)
+}
+
+fn describe_selected(s: &Selected) -> String {
+    let d = dtypes_for(s.gpu.as_ref().map(|g| g.capability));
+    match &s.gpu {
+        None => format!("cpu (unet {:?}, text encoders {:?}, vae {:?})", d.unet, d.text_encoder, d.vae),
+        Some(g) => format!(
+            "cuda:{} {} (compute capability {}.{}; unet {:?}, text encoders {:?}, vae {:?})",
+            g.index, g.name, g.capability.0, g.capability.1, d.unet, d.text_encoder, d.vae
+        ),
+    }
+}
+
+fn with_selected<T>(f: impl FnOnce(&Selected) -> T) -> T {
+    {
+        let guard = state().read().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = guard.as_ref() {
+            return f(s);
+        }
+    }
+    let mut guard = state().write().unwrap_or_else(|p| p.into_inner());
+    if guard.is_none() {
+        // `Auto` never fails: it falls back to the CPU.
+        let s = open(DeviceRequest::Auto).unwrap_or_else(|_| cpu());
+        tracing::info!("compute device: {}", describe_selected(&s));
+        *guard = Some(s);
+    }
+    match guard.as_ref() {
+        Some(s) => f(s),
+        None => f(&cpu()),
+    }
+}
+
+/// The compute device models load onto.
+pub fn device() -> Device {
+    with_selected(|s| s.device.clone())
+}
+
+/// True when the compute device is a GPU.
+pub fn is_gpu() -> bool {
+    with_selected(|s| s.gpu.is_some())
+}
+
+/// The dtypes for the compute device.
+pub fn dtypes() -> ComputeDtypes {
+    with_selected(|s| dtypes_for(s.gpu.as_ref().map(|g| g.capability)))
+}
+
+/// The GPU's memory now (`None` on the CPU).
+pub fn gpu_memory() -> Option<GpuMemory> {
+    with_selected(query_memory)
+}
+
+/// Bytes free on the compute device for new weights: the GPU's free memory, or `None` on the
+/// CPU (where the caller uses the OS's available memory).
+pub fn gpu_free_bytes() -> Option<u64> {
+    gpu_memory().map(|m| m.free)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtype_policy_follows_comfyui() {
+        let cpu = dtypes_for(None);
+        assert_eq!(cpu, ComputeDtypes { unet: DType::F32, text_encoder: DType::F32, text_encoder_compute: DType::F32, vae: DType::F32 });
+        let h100 = dtypes_for(Some((9, 0)));
+        assert_eq!(h100.unet, DType::F16);
+        assert_eq!(h100.text_encoder, DType::F16);
+        assert_eq!(h100.text_encoder_compute, DType::F32);
+        assert_eq!(h100.vae, DType::BF16);
+        let t4 = dtypes_for(Some((7, 5)));
+        assert_eq!((t4.unet, t4.vae), (DType::F16, DType::F32));
+        let p100 = dtypes_for(Some((6, 0)));
+        assert_eq!((p100.unet, p100.vae), (DType::F32, DType::F32));
+    }
+
+    #[test]
+    fn cuda_request_without_the_feature_is_a_clear_error() {
+        if cuda_compiled() {
+            return;
+        }
+        let e = open(DeviceRequest::Cuda(1)).err().expect("must fail without the cuda feature");
+        let text = e.to_string();
+        assert!(text.contains("CUDA device 1") && text.contains("--features cuda"), "{text}");
+        // Auto and Cpu fall back to / are the CPU.
+        assert!(open(DeviceRequest::Auto).map(|s| s.device.is_cpu()).unwrap_or(false));
+        assert!(open(DeviceRequest::Cpu).map(|s| s.device.is_cpu()).unwrap_or(false));
+    }
+
+    #[test]
+    fn memory_figures() {
+        let m = GpuMemory {
+            facts: GpuFacts { index: 0, name: "NVIDIA H100 80GB HBM3".into(), capability: (9, 0), used_at_start: 500 },
+            total: 10_000,
+            free: 7_000,
+        };
+        assert_eq!(m.used_by_process(), 2_500);
+        assert_eq!(m.display_name(), "cuda:0 NVIDIA H100 80GB HBM3 : cudaMallocAsync");
+    }
+}
