@@ -35,7 +35,7 @@ Workflows:
 
 Web editor:
   install-frontend   install the official ComfyUI editor (PyPI comfyui-frontend-package) into
-                     web/frontend, served at / (--version V, default 1.27.10; --wheel FILE; --force)
+                     web/frontend, served at / (--version V, default 1.28.9; --wheel FILE; --force)
 
 Run ./manage.sh --action NAME --help for the options of one action.
 Environment: COMFY_RS_BIN (binary to use), HF_ENDPOINT, HF_TOKEN, HF_HOME (downloads).

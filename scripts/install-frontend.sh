@@ -9,13 +9,15 @@
 # next to this repository's manage.sh). The server serves DEST at `/` when it exists
 # (or whatever `--front-end-root DIR` names).
 #
-# Default version: 1.27.10, the frontend paired with the ComfyUI API this server reproduces
-# (every route it calls is implemented; see docs in crates/server/src/routes/frontend.rs).
-# Newer versions (1.28+) also work as far as they only need the Jobs API, which is served too.
+# Default version: 1.28.9, a frontend that starts cleanly against this server: every
+# route it calls is implemented (see docs in crates/server/src/routes/frontend.rs), and unlike
+# 1.27.x its model-to-node registry skips loader classes that /object_info does not list (1.27.10
+# throws when ImageOnlyCheckpointLoader, ControlNetLoader, UpscaleModelLoader, StyleModelLoader
+# or GLIGENLoader are absent). tests/web_ui.rs drives this version in a browser.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEFAULT_VERSION="1.27.10"
+DEFAULT_VERSION="1.28.9"
 version="${COMFY_FRONTEND_VERSION:-$DEFAULT_VERSION}"
 wheel=""
 dest="$ROOT/web/frontend"
@@ -25,7 +27,7 @@ usage() {
   cat <<'USAGE'
 Usage: install-frontend.sh [--version V] [--wheel FILE] [--dest DIR] [--force]
 
-  --version V   comfyui-frontend-package version to download (default 1.27.10;
+  --version V   comfyui-frontend-package version to download (default 1.28.9;
                 env COMFY_FRONTEND_VERSION)
   --wheel FILE  install from an already downloaded wheel instead (no network)
   --dest DIR    where to install (default: <repo>/web/frontend)

@@ -130,13 +130,13 @@ struct ServeArgs {
     /// Interrupt a prompt that runs longer than this many seconds.
     #[arg(long, env = "COMFY_MAX_EXECUTION_TIME", value_name = "SECONDS")]
     max_execution_time: Option<f64>,
-    /// Log level (`RUST_LOG` syntax also accepted), e.g. `info`, `debug`.
     /// Load this checkpoint (name in models/checkpoints) before the server answers; repeatable.
     #[arg(long, env = "COMFY_PRELOAD_CHECKPOINT", value_name = "NAME", value_delimiter = ',')]
     preload_checkpoint: Vec<String>,
     /// Cap in MB on the memory resident models may hold; a load past it fails with out_of_memory.
     #[arg(long, env = "COMFY_MEMORY_CAP", value_name = "MB")]
     memory_cap: Option<f64>,
+    /// Log level (`RUST_LOG` syntax also accepted), e.g. `info`, `debug`.
     #[arg(long, env = "COMFY_VERBOSE", default_value = "info", num_args = 0..=1, default_missing_value = "debug")]
     verbose: String,
 }

@@ -491,7 +491,7 @@ fn static_frontend_serving() {
     std::fs::write(web.join("assets/app-abc.css"), b"body{}").unwrap();
     std::fs::write(web.join("assets/logo.png"), b"\x89PNG\r\n\x1a\n").unwrap();
     std::fs::write(web.join("assets/font.woff2"), b"wOF2").unwrap();
-    std::fs::write(web.join(".comfyui-frontend-version"), b"1.27.10").unwrap();
+    std::fs::write(web.join(".comfyui-frontend-version"), b"1.28.9").unwrap();
     std::fs::write(base.path().join("secret.txt"), b"secret").unwrap();
     std::os::unix::fs::symlink(base.path().join("secret.txt"), web.join("assets/link.txt"))
         .unwrap();

@@ -24,7 +24,9 @@ await runTest("official-editor", url, artifacts, async ({ page, record }) => {
 
   // A new user (no "Comfy.TutorialCompleted" yet) gets the template browser over the canvas,
   // filled from /templates/index.json (comfy-rs ships no core templates: an empty index).
-  // Close it as a user would.
+  // Close it as a user would, with the "x" in its corner: from 1.28 the dialog is a
+  // BaseModalLayout whose close control is an icon button holding `<i class="pi pi-times">`
+  // (no aria-label); older frontends (PrimeVue's own dialog header) label it "Close".
   const dialog = page.locator(".p-dialog-mask .p-dialog").first();
   await dialog.waitFor({ state: "visible", timeout: 60000 });
   const end0 = Date.now() + 30000;
@@ -32,7 +34,9 @@ await runTest("official-editor", url, artifacts, async ({ page, record }) => {
     check(Date.now() < end0, "the template browser never loaded /templates/index.json");
     await page.waitForTimeout(200);
   }
-  await dialog.locator('button[aria-label="Close"]').first().click();
+  const close = dialog.locator('button:has(> i.pi-times), button[aria-label="Close"]').first();
+  await close.waitFor({ state: "visible", timeout: 30000 });
+  await close.click();
   await page.waitForSelector(".p-dialog-mask", { state: "detached", timeout: 30000 });
 
   // Open the workflow through the editor's own file input.

@@ -519,6 +519,20 @@ impl PrefixBackend {
     }
 }
 
+/// A stored tensor as the module wants it: as is when the shapes agree; reshaped when only
+/// trailing 1-dims differ (VAE attention weights stored as linear `[C, C]` by diffusers where
+/// the LDM module wants a 1x1 conv `[C, C, 1, 1]`: same data); else a shape error naming
+/// `what()`.
+pub(crate) fn fit_stored_shape(t: Tensor, s: Shape, what: impl FnOnce() -> String) -> candle_core::Result<Tensor> {
+    if t.shape() == &s {
+        return Ok(t);
+    }
+    if t.elem_count() == s.elem_count() && s.dims().iter().skip(t.rank()).all(|&d| d == 1) && s.dims().starts_with(t.dims()) {
+        return t.reshape(s);
+    }
+    Err(candle_core::Error::UnexpectedShape { msg: what(), expected: s, got: t.shape().clone() }.bt())
+}
+
 impl candle_nn::var_builder::SimpleBackend for PrefixBackend {
     fn get(
         &self,
@@ -529,23 +543,7 @@ impl candle_nn::var_builder::SimpleBackend for PrefixBackend {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            // VAE attention weights may be stored as linear [C, C] (diffusers) where the LDM
-            // module wants a 1x1 conv [C, C, 1, 1]: same data, reshape.
-            if t.elem_count() == s.elem_count()
-                && s.dims().iter().skip(t.rank()).all(|&d| d == 1)
-                && s.dims().starts_with(t.dims())
-            {
-                return t.reshape(s);
-            }
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("{}: tensor {}", self.ckpt.path.display(), self.key(name)),
-                expected: s,
-                got: t.shape().clone(),
-            }
-            .bt());
-        }
-        Ok(t)
+        fit_stored_shape(t, s, || format!("{}: tensor {}", self.ckpt.path.display(), self.key(name)))
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

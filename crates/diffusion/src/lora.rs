@@ -731,23 +731,7 @@ impl candle_nn::var_builder::SimpleBackend for PatchedBackend {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            // Same rule as the plain checkpoint backend: `[C, C]` stored where `[C, C, 1, 1]`
-            // is wanted is the same data.
-            if t.elem_count() == s.elem_count()
-                && s.dims().iter().skip(t.rank()).all(|&d| d == 1)
-                && s.dims().starts_with(t.dims())
-            {
-                return t.reshape(s);
-            }
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("{}: tensor {}{name}", self.ck.path().display(), self.prefix),
-                expected: s,
-                got: t.shape().clone(),
-            }
-            .bt());
-        }
-        Ok(t)
+        crate::checkpoint::fit_stored_shape(t, s, || format!("{}: tensor {}{name}", self.ck.path().display(), self.prefix))
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {

@@ -109,6 +109,9 @@ pub struct NodeSchema {
     pub style: SchemaStyle,
     /// V1 nodes that declare `OUTPUT_TOOLTIPS` show them even though they are V1.
     pub show_output_tooltips: bool,
+    /// `OUTPUT_TOOLTIPS` entries beyond the outputs (a subclass inheriting its parent's list,
+    /// e.g. `LoraLoaderModelOnly`), listed after the outputs' own tooltips.
+    pub extra_output_tooltips: Vec<String>,
 }
 
 impl NodeSchema {
@@ -131,6 +134,7 @@ impl NodeSchema {
             essentials_category: None,
             style: SchemaStyle::V1,
             show_output_tooltips: false,
+            extra_output_tooltips: Vec::new(),
         }
     }
 
@@ -209,6 +213,14 @@ impl NodeSchema {
         if tooltip.is_some() {
             self.show_output_tooltips = true;
         }
+        self
+    }
+
+    /// Appends `OUTPUT_TOOLTIPS` entries that belong to no output (see
+    /// [`NodeSchema::extra_output_tooltips`]).
+    pub fn extra_output_tooltips(mut self, tooltips: &[&str]) -> Self {
+        self.extra_output_tooltips.extend(tooltips.iter().map(|t| t.to_string()));
+        self.show_output_tooltips = true;
         self
     }
 
@@ -292,7 +304,11 @@ impl NodeSchema {
         o.insert("output_is_list".into(), self.outputs.iter().map(|x| Json::Bool(x.is_list)).collect());
         o.insert("output_name".into(), self.outputs.iter().map(|x| Json::String(x.name.clone())).collect());
         let tooltips = || -> Json {
-            self.outputs.iter().map(|x| x.tooltip.clone().map(Json::String).unwrap_or(Json::Null)).collect()
+            self.outputs
+                .iter()
+                .map(|x| x.tooltip.clone().map(Json::String).unwrap_or(Json::Null))
+                .chain(self.extra_output_tooltips.iter().cloned().map(Json::String))
+                .collect()
         };
         if v3 {
             o.insert("output_tooltips".into(), tooltips());

@@ -21,6 +21,8 @@ pub enum ServerError {
     },
     #[error("extra model paths config {path}: {message}")]
     ExtraPaths { path: String, message: String },
+    #[error("compute device: {0}")]
+    Device(String),
     #[error("cannot preload checkpoint {name}: {message}")]
     Preload { name: String, message: String },
     #[error("server I/O error: {0}")]

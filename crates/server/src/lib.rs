@@ -66,7 +66,7 @@ impl AppState {
         prepare_directories(&folders)?;
         // The compute device (`--cpu` / `--cuda-device N`); models load onto it and stay.
         comfy_nodes::sd::device::select(config.device_request())
-            .map_err(|e| ServerError::Io(std::io::Error::other(format!("compute device: {e}"))))?;
+            .map_err(|e| ServerError::Device(e.to_string()))?;
         let hub = Arc::new(Hub::default());
         let engine_config = EngineConfig {
             max_history: config.max_history,

@@ -31,6 +31,20 @@ pub fn device() -> Device {
     crate::sd::device::device()
 }
 
+/// The UNet weight dtype ComfyUI picks by default: on a GPU the device's (F16 storage; the
+/// UNet casts each weight to F32 for its op, so the maths is unchanged); on the CPU F16 storage
+/// only for UNets over [`F16_UNET_PARAMS`] stored as F16 (like `--fp16-unet`), else F32.
+fn default_unet_dtype(stored_f16: bool, params: usize) -> DType {
+    if crate::sd::device::is_gpu() {
+        return crate::sd::device::dtypes().unet;
+    }
+    if stored_f16 && params > F16_UNET_PARAMS {
+        DType::F16
+    } else {
+        DType::F32
+    }
+}
+
 /// Resolves a model file name in `folder`, or the missing-model error ComfyUI raises.
 pub fn model_path(folders: &Folders, folder: &str, name: &str) -> Result<PathBuf, NodeError> {
     folders
@@ -73,7 +87,7 @@ pub fn load_checkpoint_uncached(path: &Path, embedding_dirs: Vec<PathBuf>) -> Re
         .sum::<usize>()
         * 2
         > unet_params;
-    let unet_dtype = if stored_f16 && unet_params > F16_UNET_PARAMS { DType::F16 } else { DType::F32 };
+    let unet_dtype = default_unet_dtype(stored_f16, unet_params);
     let te_bytes: u64 = cfg.text_encoders.iter().map(|t| loaded_bytes(&ck, &t.prefix, None)).sum();
     let needed = loaded_bytes(&ck, UNET_PREFIX, Some(unet_dtype)) + loaded_bytes(&ck, VAE_PREFIX, Some(DType::F32)) + te_bytes;
     ensure_memory(needed, &format!("checkpoint {}", path.display()))?;
@@ -263,8 +277,7 @@ pub fn load_unet_uncached(path: &Path, weight_dtype: &str) -> Result<(SdModel, u
         .map(|i| i.numel())
         .sum();
     let storage = match weight_dtype {
-        "default" if f16_params * 2 > params && params > F16_UNET_PARAMS => WeightStorage::Plain(DType::F16),
-        "default" => WeightStorage::Plain(DType::F32),
+        "default" => WeightStorage::Plain(default_unet_dtype(f16_params * 2 > params, params)),
         "fp8_e4m3fn" | "fp8_e4m3fn_fast" => WeightStorage::Fp8E4M3,
         "fp8_e5m2" => WeightStorage::Fp8E5M2,
         other => return Err(NodeError::invalid_input(format!("unknown weight_dtype '{other}'"))),

@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use comfy_graph::{Folders, NodeRegistry};
 use serde_json::Value as Json;
 
-fn spec_dir() -> PathBuf {
+pub(crate) fn spec_dir() -> PathBuf {
     std::env::var_os("COMFY_SPEC_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/spec"))
 }
 
-fn substitute(v: &mut Json, files: &[Json]) {
+/// Replaces the `"<files present in the folder>"` placeholder list with `files`.
+pub(crate) fn substitute(v: &mut Json, files: &[Json]) {
     match v {
         Json::Array(a) => {
             if a.len() == 1 && a[0] == Json::String("<files present in the folder>".into()) {
@@ -27,19 +28,14 @@ fn substitute(v: &mut Json, files: &[Json]) {
     }
 }
 
-#[test]
-fn sd_nodes_match_object_info_core() {
-    let path = spec_dir().join("object_info_core.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("spec file {} missing: {e}", path.display()));
-    let expected: serde_json::Map<String, Json> = serde_json::from_str(&text).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let folders = Folders::new(dir.path());
-    folders.create_all().unwrap();
-    std::fs::write(dir.path().join("models/checkpoints/model_a.safetensors"), b"x").unwrap();
-    let files = vec![Json::String("model_a.safetensors".into())];
-    let mut reg = NodeRegistry::new();
-    super::register_sd(&mut reg);
-    assert_eq!(reg.len(), 32);
+/// Every class of `reg` against its `object_info_core.json` entry (value and key order), with
+/// the folder placeholders replaced by `files`; one line per difference.
+pub(crate) fn differences_from_spec(
+    reg: &NodeRegistry,
+    folders: &Folders,
+    expected: &serde_json::Map<String, Json>,
+    files: &[Json],
+) -> Vec<String> {
     let mut failures = Vec::new();
     for name in reg.class_names() {
         let Some(want) = expected.get(name) else {
@@ -47,8 +43,8 @@ fn sd_nodes_match_object_info_core() {
             continue;
         };
         let mut want = want.clone();
-        substitute(&mut want, &files);
-        let got = reg.schema(name).unwrap().to_object_info(&folders);
+        substitute(&mut want, files);
+        let got = reg.schema(name).unwrap().to_object_info(folders);
         if got != want {
             failures.push(format!("{name}:\n  got  {got}\n  want {want}"));
         }
@@ -57,5 +53,27 @@ fn sd_nodes_match_object_info_core() {
             failures.push(format!("{name}: key order {:?} != {:?}", keys(&got), keys(&want)));
         }
     }
+    failures
+}
+
+/// `object_info_core.json` (fails loudly when the spec folder is missing).
+pub(crate) fn spec_object_info() -> serde_json::Map<String, Json> {
+    let path = spec_dir().join("object_info_core.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("spec file {} missing: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn sd_nodes_match_object_info_core() {
+    let expected = spec_object_info();
+    let dir = tempfile::tempdir().unwrap();
+    let folders = Folders::new(dir.path());
+    folders.create_all().unwrap();
+    std::fs::write(dir.path().join("models/checkpoints/model_a.safetensors"), b"x").unwrap();
+    let files = vec![Json::String("model_a.safetensors".into())];
+    let mut reg = NodeRegistry::new();
+    super::register_sd(&mut reg);
+    assert_eq!(reg.len(), 32);
+    let failures = differences_from_spec(&reg, &folders, &expected, &files);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -9,9 +9,10 @@
 //!   folder paths, file lists), which, as in ComfyUI, is not duplicated under `/api`.
 //! - Log capture for `/internal/logs`: [`LogWriter`] tees the process log into a ring buffer.
 //!
-//! Frontend version: `comfyui-frontend-package` 1.27.10 (the one paired with the API this
-//! server reproduces) is the default of the installer and the one tested; every route its
-//! start-up sequence calls is served.
+//! Frontend version: `comfyui-frontend-package` 1.28.9 is the default of the installer and the
+//! one the browser test drives (load, run, show the image); every route its start-up sequence
+//! calls is served. (1.27.x throws while building its model-to-node registry when
+//! `/object_info` lacks loader classes such as `ControlNetLoader`; 1.28 skips absent ones.)
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;

@@ -10,8 +10,8 @@ use crate::sd::loading::apply_lora;
 /// `LoraLoaderModelOnly` (`nodes.py`): [`super::lora_loader::LoraLoader`] without the CLIP.
 /// The file's text-encoder keys are then logged as not loaded, as in ComfyUI.
 ///
-/// ComfyUI's entry lists two `output_tooltips` for its one output (inherited from LoraLoader);
-/// the schema builder gives one tooltip per output, so only the first is listed here.
+/// Its `output_tooltips` list both of LoraLoader's tooltips (a Python subclass inherits
+/// `OUTPUT_TOOLTIPS`), although it has one output.
 pub struct LoraLoaderModelOnly;
 
 impl Node for LoraLoaderModelOnly {
@@ -25,6 +25,7 @@ impl Node for LoraLoaderModelOnly {
             .push_input(Section::Required, "lora_name", InputType::Files("loras".into()), json!({}))
             .required("strength_model", "FLOAT", json!({"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}))
             .named_output("MODEL", "MODEL", Some("The modified diffusion model."))
+            .extra_output_tooltips(&["The modified CLIP model."])
     }
 
     fn execute(&self, inputs: &Inputs, ctx: &ExecContext<'_>) -> Result<Outputs, NodeError> {

@@ -1,6 +1,5 @@
 //! Tests of the LoRA, diffusion-model and text-encoder loaders on tiny recipe checkpoints.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -8,7 +7,7 @@ use comfy_diffusion::checkpoint::{Checkpoint, ClipKind, Family, UNET_PREFIX};
 use comfy_diffusion::recipe::{self, Arch};
 use comfy_graph::node::{NoProgress, PreviewMethod};
 use comfy_graph::{CancelToken, ErrorCategory, ExecContext, Folders, Inputs, Node, NodeRegistry, Value};
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use super::clip_loader::CLIPLoader;
 use super::dual_clip_loader::DualCLIPLoader;
@@ -17,6 +16,7 @@ use super::lora_loader_model_only::LoraLoaderModelOnly;
 use super::unet_loader::UNETLoader;
 use crate::sd::loading::{apply_lora, load_checkpoint, load_text_encoder, load_unet};
 use crate::sd::model::{SdClip, SdModel};
+use crate::sd::schema_tests::{differences_from_spec, spec_object_info};
 
 const CKPT: &str = "tiny15.safetensors";
 
@@ -336,55 +336,17 @@ fn clip_loaders_read_standalone_text_encoders() {
     assert_eq!(e.category(), ErrorCategory::InvalidInput);
 }
 
-/// Replaces the `"<files present in the folder>"` placeholder list with `files`.
-fn substitute(v: &mut Json, files: &[Json]) {
-    match v {
-        Json::Array(a) => {
-            if a.len() == 1 && a[0] == Json::String("<files present in the folder>".into()) {
-                *a = files.to_vec();
-            } else {
-                a.iter_mut().for_each(|x| substitute(x, files));
-            }
-        }
-        Json::Object(m) => m.values_mut().for_each(|x| substitute(x, files)),
-        _ => {}
-    }
-}
-
 #[test]
 fn loader_schemas_match_object_info_core() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/spec/object_info_core.json");
-    let path = std::env::var_os("COMFY_SPEC_DIR").map(|d| PathBuf::from(d).join("object_info_core.json")).unwrap_or(path);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("spec file {} missing: {e}", path.display()));
-    let expected: HashMap<String, Json> = serde_json::from_str(&text).unwrap();
+    let expected = spec_object_info();
     let dir = tempfile::tempdir().unwrap();
     let folders = Folders::new(dir.path());
     folders.create_all().unwrap();
     // The spec was captured with empty loras / diffusion_models / text_encoders folders.
-    let files = vec![];
     let mut reg = NodeRegistry::new();
     super::register_loaders(&mut reg);
     assert_eq!(reg.len(), 5);
-    let mut failures = Vec::new();
-    for name in reg.class_names() {
-        let mut want = expected.get(name).unwrap_or_else(|| panic!("{name} not in object_info_core.json")).clone();
-        substitute(&mut want, &files);
-        let mut got = reg.schema(name).unwrap().to_object_info(&folders);
-        if name == "LoraLoaderModelOnly" {
-            // ComfyUI lists LoraLoader's two output tooltips for this one-output node; the
-            // schema builder has one per output: the first must match, the rest is the gap.
-            let want_tips = want["output_tooltips"].as_array().unwrap().clone();
-            assert_eq!(got["output_tooltips"], json!([want_tips[0]]));
-            got["output_tooltips"] = Json::Array(want_tips);
-        }
-        if got != want {
-            failures.push(format!("{name}:\n  got  {got}\n  want {want}"));
-        }
-        let keys = |v: &Json| v.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-        if keys(&got) != keys(&want) {
-            failures.push(format!("{name}: key order {:?} != {:?}", keys(&got), keys(&want)));
-        }
-    }
+    let failures = differences_from_spec(&reg, &folders, &expected, &[]);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // With files present, each file combo lists its folder (`models/clip` is `text_encoders`,
     // `models/unet` is `diffusion_models`).
