@@ -449,3 +449,50 @@ async fn model_lists_refresh_and_vae_files_load() {
     std::fs::remove_file(vae_dir.join("tiny_vae.safetensors")).unwrap();
     assert_eq!(vae_choices(&s), json!([["whole_checkpoint.safetensors", "pixel_space"]]));
 }
+
+/// `--preview-method latent2rgb`: each sampler step sends ComfyUI's binary preview frame to
+/// the submitting client — a big-endian u32 event type 1 (PREVIEW_IMAGE), a u32 image type 1
+/// (JPEG), then the JPEG — between the step's `progress` messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latent2rgb_previews_arrive_as_binary_frames() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let base = tempfile::tempdir().unwrap();
+    prepare_base(base.path(), false);
+    let s = Server::start_in(base, &["--preview-method", "latent2rgb"]);
+    let mut ws = connect(&s, &format!("/ws?clientId={CLIENT}")).await;
+    assert_eq!(next_json(&mut ws).await["type"], "status");
+    let (_, mut prompt, _) = tiny_examples().into_iter().find(|(n, _, _)| n == "sd15_text_to_image.json").unwrap();
+    prompt["3"]["inputs"]["steps"] = json!(3);
+    let id = submit(&s, &prompt, &json!({}));
+    let (mut previews, mut progress) = (0, 0);
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(120), ws.next())
+            .await
+            .expect("timed out")
+            .expect("socket closed")
+            .expect("socket error");
+        match msg {
+            Message::Binary(b) => {
+                assert!(b.len() > 8, "frame too short");
+                assert_eq!(&b[0..4], &1u32.to_be_bytes(), "event type PREVIEW_IMAGE");
+                assert_eq!(&b[4..8], &1u32.to_be_bytes(), "image type JPEG");
+                assert_eq!(&b[8..10], &[0xff, 0xd8], "JPEG start of image");
+                previews += 1;
+            }
+            Message::Text(t) => {
+                let m: Json = serde_json::from_str(t.as_str()).unwrap();
+                if m["type"] == "progress" && m["data"]["prompt_id"] == id.as_str() {
+                    progress += 1;
+                }
+                if m["type"] == "executing" && m["data"]["node"].is_null() && m["data"]["prompt_id"] == id.as_str() {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(progress, 3, "one progress message per step");
+    assert_eq!(previews, 3, "one preview frame per step");
+}

@@ -147,7 +147,10 @@ pub const IM2COL_BUDGET: usize = 1 << 24;
 
 /// 2-D convolution as explicit im2col + one GEMM per band of output rows:
 /// `W [O, C·k·k] × cols [C·k·k, rows·Wo] → [O, rows·Wo]`, written straight into NCHW order.
-/// Bands keep the column buffer under [`IM2COL_BUDGET`] elements at any image size.
+/// Bands keep the column buffer under [`IM2COL_BUDGET`] elements at any image size; the
+/// column buffer is filled on all threads and reused across bands, and each band's GEMM
+/// writes directly into the output (same `gemm` call and accumulation order as candle's
+/// `matmul`, so the result is bit-identical to `W.matmul(cols)` + bias).
 pub fn conv2d_im2col(
     x: &Tensor,
     weight: &Tensor,
@@ -160,55 +163,164 @@ pub fn conv2d_im2col(
     if ci != c {
         candle_core::bail!("conv2d: {c} input channels, kernel wants {ci}");
     }
+    if !x.device().is_cpu() {
+        candle_core::bail!("conv2d_im2col: CPU tensors only");
+    }
+    if h + 2 * padding < kh || w + 2 * padding < kw || stride == 0 {
+        candle_core::bail!("conv2d: kernel {kh}x{kw} larger than padded input {h}x{w}");
+    }
     let ho = (h + 2 * padding - kh) / stride + 1;
     let wo = (w + 2 * padding - kw) / stride + 1;
     let kdim = c * kh * kw;
-    let wmat = cast(weight, DType::F32)?.reshape((o, kdim))?;
-    let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let wmat = cast(weight, DType::F32)?.contiguous()?;
+    let xf = x.to_dtype(DType::F32)?.contiguous()?;
+    let (x_storage, x_layout) = xf.storage_and_layout();
+    let data: &[f32] = match (&*x_storage, x_layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((s, e))) => &v[s..e],
+        _ => candle_core::bail!("conv2d_im2col: expected a contiguous F32 CPU input"),
+    };
+    let (w_storage, w_layout) = wmat.storage_and_layout();
+    let wdata: &[f32] = match (&*w_storage, w_layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((s, e))) => &v[s..e],
+        _ => candle_core::bail!("conv2d_im2col: expected a contiguous F32 CPU weight"),
+    };
+    let bias_v: Option<Vec<f32>> = match bias {
+        Some(bv) => Some(bv.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
+        None => None,
+    };
     let band = (IM2COL_BUDGET / (kdim * wo).max(1)).clamp(1, ho.max(1));
-    let mut per_batch = Vec::with_capacity(b);
+    let plane_out = ho * wo;
+    let mut out = vec![0f32; b * o * plane_out];
+    let mut col = vec![0f32; kdim * band * wo];
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     for bi in 0..b {
         let img = &data[bi * c * h * w..(bi + 1) * c * h * w];
-        let mut bands = Vec::new();
         let mut y0 = 0;
         while y0 < ho {
             let rows = band.min(ho - y0);
             let n = rows * wo;
-            let mut col = vec![0f32; kdim * n];
-            for ch in 0..c {
-                let plane = &img[ch * h * w..(ch + 1) * h * w];
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        let r = (ch * kh + ky) * kw + kx;
-                        let dst = &mut col[r * n..(r + 1) * n];
-                        for yy in 0..rows {
-                            let iy = ((y0 + yy) * stride + ky) as isize - padding as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                            let drow = &mut dst[yy * wo..(yy + 1) * wo];
-                            for (xx, d) in drow.iter_mut().enumerate() {
-                                let ix = (xx * stride + kx) as isize - padding as isize;
-                                if ix >= 0 && ix < w as isize {
-                                    *d = src[ix as usize];
-                                }
+            let col = &mut col[..kdim * n];
+            im2col_band(img, col, (c, h, w), (kh, kw), stride, padding, y0, rows, wo, threads);
+            let dst = &mut out[bi * o * plane_out + y0 * wo..];
+            // SAFETY: dst holds `o` rows of `n` elements `plane_out` apart (the last row ends
+            // inside `out`), wdata is `o × kdim` row-major, col is `kdim × n` row-major.
+            unsafe {
+                gemm::gemm(
+                    o,
+                    n,
+                    kdim,
+                    dst.as_mut_ptr(),
+                    1,
+                    plane_out as isize,
+                    false,
+                    wdata.as_ptr(),
+                    1,
+                    kdim as isize,
+                    col.as_ptr(),
+                    1,
+                    n as isize,
+                    0f32,
+                    1f32,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+            y0 += rows;
+        }
+    }
+    if let Some(bv) = bias_v {
+        if bv.len() != o {
+            candle_core::bail!("conv2d: bias has {} elements, want {o}", bv.len());
+        }
+        // planes run batch-major, channel-minor
+        for (i, plane) in out.chunks_mut(plane_out).enumerate() {
+            let bval = bv[i % o];
+            for v in plane.iter_mut() {
+                *v += bval;
+            }
+        }
+    }
+    drop(x_storage);
+    drop(w_storage);
+    Tensor::from_vec(out, (b, o, ho, wo), x.device())
+}
+
+/// Fills the im2col rows of one band (`rows` output rows from `y0`) of one image
+/// `img [C, H, W]` into `col [C·kh·kw, rows·wo]`, padding positions set to zero; the
+/// channels are split over `threads` scoped threads.
+#[allow(clippy::too_many_arguments)]
+fn im2col_band(
+    img: &[f32],
+    col: &mut [f32],
+    (c, h, w): (usize, usize, usize),
+    (kh, kw): (usize, usize),
+    stride: usize,
+    padding: usize,
+    y0: usize,
+    rows: usize,
+    wo: usize,
+    threads: usize,
+) {
+    let n = rows * wo;
+    let per_ch = kh * kw * n;
+    let fill = |ch0: usize, part: &mut [f32]| {
+        for (k, chunk) in part.chunks_mut(per_ch).enumerate() {
+            let ch = ch0 + k;
+            let plane = &img[ch * h * w..(ch + 1) * h * w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let r = ky * kw + kx;
+                    let dst = &mut chunk[r * n..(r + 1) * n];
+                    // output columns whose input column `xx·stride + kx − padding` is inside
+                    let lo = padding.saturating_sub(kx).div_ceil(stride).min(wo);
+                    let hi = if w + padding > kx {
+                        ((w + padding - kx - 1) / stride + 1).min(wo)
+                    } else {
+                        0
+                    }
+                    .max(lo);
+                    for yy in 0..rows {
+                        let drow = &mut dst[yy * wo..(yy + 1) * wo];
+                        let iy = ((y0 + yy) * stride + ky) as isize - padding as isize;
+                        if iy < 0 || iy >= h as isize {
+                            drow.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        drow[..lo].fill(0.0);
+                        drow[hi..].fill(0.0);
+                        if stride == 1 {
+                            let s0 = lo + kx - padding;
+                            drow[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                        } else {
+                            for (xx, d) in drow[lo..hi].iter_mut().enumerate() {
+                                *d = src[(lo + xx) * stride + kx - padding];
                             }
                         }
                     }
                 }
             }
-            let col = Tensor::from_vec(col, (kdim, n), x.device())?;
-            bands.push(wmat.matmul(&col)?.reshape((o, rows, wo))?);
-            y0 += rows;
         }
-        per_batch.push(Tensor::cat(&bands, 1)?);
+    };
+    let threads = threads.clamp(1, c.max(1));
+    if threads == 1 || col.len() < (1 << 16) {
+        fill(0, col);
+        return;
     }
-    let y = Tensor::stack(&per_batch, 0)?;
-    match bias {
-        Some(bv) => y.broadcast_add(&cast(bv, DType::F32)?.reshape((1, (), 1, 1))?),
-        None => Ok(y),
-    }
+    let ch_per = c.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, part) in col.chunks_mut(ch_per * per_ch).enumerate() {
+            let fill = &fill;
+            s.spawn(move || fill(t * ch_per, part));
+        }
+    });
 }
 
 /// `torch.nn.GroupNorm` over `[B, C, …]`.
@@ -626,6 +738,25 @@ mod tests {
             let got = conv2d_im2col(&x, &w, Some(&b), stride, pad).unwrap();
             assert_eq!(got.dims(), want.dims());
             assert!(max_abs_diff(&got, &want).unwrap() < 1e-5, "{stride} {pad}");
+        }
+    }
+
+    #[test]
+    fn threaded_banded_im2col_conv_matches_candle() {
+        let dev = Device::Cpu;
+        // 64 channels: the column buffer is large enough to be filled on several threads
+        let x = Tensor::randn(0f32, 1.0, (2, 64, 21, 19), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.1, (24, 64, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.3, 24, &dev).unwrap();
+        for (stride, pad) in [(1, 1), (2, 1), (2, 0)] {
+            let want = x
+                .conv2d(&w, pad, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 24, 1, 1)).unwrap())
+                .unwrap();
+            let got = conv2d_im2col(&x, &w, Some(&b), stride, pad).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            assert!(max_abs_diff(&got, &want).unwrap() < 1e-4, "{stride} {pad}");
         }
     }
 
