@@ -19,10 +19,23 @@ pub const ATTENTION_SCORE_BUDGET: usize = 1 << 25;
 /// A weight cast to `dtype` (no copy when it already has that dtype).
 fn cast(w: &Tensor, dtype: DType) -> Result<Tensor> {
     if w.dtype() == dtype {
-        Ok(w.clone())
-    } else {
-        w.to_dtype(dtype)
+        return Ok(w.clone());
     }
+    if dtype == DType::F32 && w.dtype() == DType::F16 && w.device().is_cpu() {
+        // F16 → F32 is exact; convert the whole slice at once (SIMD where available)
+        // instead of element by element.
+        let (storage, layout) = w.storage_and_layout();
+        if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F16(v)), Some((s, e))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            use half::slice::HalfFloatSliceExt;
+            let mut out = vec![0f32; e - s];
+            v[s..e].convert_to_f32_slice(&mut out);
+            drop(storage);
+            return Tensor::from_vec(out, w.shape(), w.device());
+        }
+    }
+    w.to_dtype(dtype)
 }
 
 /// `torch.nn.Linear`: `x · Wᵀ + b` over the last dimension of `x`.
@@ -374,7 +387,12 @@ pub fn group_norm_act(
     }
     let b = x.dim(0)?;
     let per_ch = x.elem_count() / (b * c).max(1);
-    let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let xc = x.contiguous()?;
+    let (x_storage, x_layout) = xc.storage_and_layout();
+    let data: &[f32] = match (&*x_storage, x_layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((s, e))) => &v[s..e],
+        _ => candle_core::bail!("group_norm: expected a contiguous F32 CPU input"),
+    };
     let w: Vec<f32> = weight.to_dtype(DType::F32)?.to_vec1()?;
     let bi: Vec<f32> = bias.to_dtype(DType::F32)?.to_vec1()?;
     let cg = c / groups;
@@ -391,15 +409,11 @@ pub fn group_norm_act(
         for (k, og) in out.chunks_mut(glen).enumerate() {
             let gi = gi0 + k;
             let xg = &data[gi * glen..(gi + 1) * glen];
-            let mean = xg.iter().map(|&v| v as f64).sum::<f64>() / glen as f64;
-            let var = xg
-                .iter()
-                .map(|&v| {
-                    let d = v as f64 - mean;
-                    d * d
-                })
-                .sum::<f64>()
-                / glen as f64;
+            let mean = sum_f64(xg, |v| v) / glen as f64;
+            let var = sum_f64(xg, |v| {
+                let d = v - mean;
+                d * d
+            }) / glen as f64;
             let rstd = 1.0 / (var + eps).sqrt();
             let ch0 = (gi % groups) * cg;
             for j in 0..cg {
@@ -427,7 +441,22 @@ pub fn group_norm_act(
             s.spawn(move || work(t * per_thread, chunk));
         }
     });
+    drop(x_storage);
     Tensor::from_vec(out, x.shape(), x.device())
+}
+
+/// `Σ f(v)` over `xs` in F64 with eight interleaved partial sums (vectorisable; the
+/// partial sums are added pairwise at the end).
+fn sum_f64(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for ch in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += f(v as f64);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
 }
 
 /// Group normalisation: per (batch, group) mean and biased variance, then the per-channel
