@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use comfy_diffusion::checkpoint::{Checkpoint, ClipKind, Family, UNET_PREFIX};
 use comfy_diffusion::recipe::{self, Arch};
-use comfy_graph::node::{NoProgress, PreviewMethod};
-use comfy_graph::{CancelToken, ErrorCategory, ExecContext, Folders, Inputs, Node, NodeRegistry, Value};
+use comfy_graph::{ErrorCategory, Folders, Inputs, Node, NodeRegistry, Value};
 use serde_json::json;
 
 use super::clip_loader::CLIPLoader;
@@ -106,19 +105,7 @@ fn run(node: &dyn Node, folders: &Folders, inputs: Vec<(&str, Value)>) -> Result
     for (k, v) in inputs {
         ins.insert(k, v);
     }
-    let prompt = json!({});
-    let cancel = CancelToken::new();
-    let ctx = ExecContext {
-        prompt_id: "p",
-        node_id: "1",
-        prompt: &prompt,
-        extra_pnginfo: None,
-        folders,
-        cancel: &cancel,
-        progress: &NoProgress,
-        preview_method: PreviewMethod::None,
-    };
-    node.execute(&ins, &ctx).map(|o| o.values)
+    crate::values::testing::run_with(node, ins, folders, &json!({}), None).map(|o| o.values)
 }
 
 fn s(v: &str) -> Value {
@@ -139,18 +126,21 @@ fn lora_patches_model_and_clip_and_strength_zero_keeps_them_exact() {
 
     // Strength 0 for the model, 1 for the CLIP: the model's output is the base one, bit for
     // bit; the CLIP's is not.
-    let out = run(
-        &LoraLoader,
-        &folders,
-        vec![
-            ("model", Value::object(m.clone())),
-            ("clip", Value::object(c.clone())),
-            ("lora_name", s("style.safetensors")),
-            ("strength_model", f(0.0)),
-            ("strength_clip", f(1.0)),
-        ],
-    )
-    .unwrap();
+    let lora = |strength_model: f64, strength_clip: f64| {
+        run(
+            &LoraLoader,
+            &folders,
+            vec![
+                ("model", Value::object(m.clone())),
+                ("clip", Value::object(c.clone())),
+                ("lora_name", s("style.safetensors")),
+                ("strength_model", f(strength_model)),
+                ("strength_clip", f(strength_clip)),
+            ],
+        )
+        .unwrap()
+    };
+    let out = lora(0.0, 1.0);
     let m0 = out[0].downcast::<SdModel>().unwrap();
     let c1 = out[1].downcast::<SdClip>().unwrap();
     assert_eq!(denoise(m0), base_x0);
@@ -160,18 +150,7 @@ fn lora_patches_model_and_clip_and_strength_zero_keeps_them_exact() {
     assert!(c1.source.is_none(), "a patched CLIP must not claim its file's weights");
 
     // Model strength 0.8: the model changes, the CLIP (strength 0) stays exact.
-    let out = run(
-        &LoraLoader,
-        &folders,
-        vec![
-            ("model", Value::object(m.clone())),
-            ("clip", Value::object(c.clone())),
-            ("lora_name", s("style.safetensors")),
-            ("strength_model", f(0.8)),
-            ("strength_clip", f(0.0)),
-        ],
-    )
-    .unwrap();
+    let out = lora(0.8, 0.0);
     let m1 = out[0].downcast::<SdModel>().unwrap();
     assert_eq!(encode(out[1].downcast::<SdClip>().unwrap()), base_cond);
     let x1 = denoise(m1);
