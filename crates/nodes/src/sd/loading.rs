@@ -16,6 +16,7 @@ use comfy_graph::{ErrorCategory, Folders, NodeError};
 use comfy_sampling::{ModelSampling, Prediction};
 
 use crate::sd::cache;
+use crate::sd::device::device;
 use crate::sd::errors::{candle_err, diffusion_err, ensure_memory};
 use crate::sd::model::{
     AdmKind, ClipOrigin, ClipPart, LoadedCheckpoint, SdClip, SdModel, SdVae, Source, UnetDenoiser, UnetOrigin,
@@ -25,11 +26,6 @@ use crate::sd::model::{
 /// UNets with more parameters than this keep F16 weights in memory (cast per op, exact),
 /// like ComfyUI's `--fp16-unet`; smaller ones are widened to F32 at load.
 const F16_UNET_PARAMS: usize = 1_500_000_000;
-
-/// The compute device (the process-wide choice in [`crate::sd::device`]).
-pub fn device() -> Device {
-    crate::sd::device::device()
-}
 
 /// The UNet weight dtype ComfyUI picks by default: on a GPU the device's (F16 storage; the
 /// UNet casts each weight to F32 for its op, so the maths is unchanged); on the CPU F16 storage
