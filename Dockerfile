@@ -19,11 +19,14 @@ ENV PATH=/usr/local/cargo/bin:${PATH}
 # are compiled for it.
 ARG CUDA_COMPUTE_CAP=90
 ENV CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP}
+# Cargo features of the GPU build: `cuda`; add `flash-attn` (Ampere or newer; a long nvcc build
+# that fetches CUTLASS) or `cudnn` with --build-arg CARGO_FEATURES=cuda,flash-attn.
+ARG CARGO_FEATURES=cuda
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY src ./src
-RUN cargo build --release --features cuda --bin comfy-rs
+RUN cargo build --release --features "${CARGO_FEATURES}" --bin comfy-rs
 
 # ---------------------------------------------------------------- CPU build
 FROM rust:1-bookworm AS builder-cpu

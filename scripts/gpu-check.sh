@@ -21,6 +21,8 @@
 #      step and the VRAM peak. Everything is also written to $OUT/gpu-check.log.
 #      The benchmark first writes the 6.9 GB SDXL recipe checkpoint to /tmp (a minute or two).
 #
+#   Type-check only (here, no GPU):   bash scripts/gpu-check.sh check
+#
 #   Elsewhere (a machine with Rust and a CUDA toolkit, e.g. the Docker builder):
 #                       bash scripts/gpu-check.sh build
 #      = CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} cargo build --release --features cuda
@@ -125,8 +127,14 @@ build)
     cd "$ROOT"
     CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}" cargo build --release --features cuda
     ;;
+check)
+    # Type-checks every target with --features cuda here (no GPU needed).
+    cd "$ROOT"
+    cuda_env
+    cargo check --workspace --all-targets --features cuda
+    ;;
 *)
-    echo "usage: $0 bundle | run | build   (see the comments at the top)" >&2
+    echo "usage: $0 bundle | run | build | check   (see the comments at the top)" >&2
     exit 2
     ;;
 esac

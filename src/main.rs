@@ -136,6 +136,30 @@ struct ServeArgs {
     /// Cap in MB on the memory resident models may hold; a load past it fails with out_of_memory.
     #[arg(long, env = "COMFY_MEMORY_CAP", value_name = "MB")]
     memory_cap: Option<f64>,
+    /// Keep the models in F32 on the GPU too (ComfyUI's `--force-fp32`).
+    #[arg(long, env = "COMFY_FORCE_FP32", group = "fp_group")]
+    force_fp32: bool,
+    /// Run the UNet in F16 on any GPU (`--force-fp16`).
+    #[arg(long, env = "COMFY_FORCE_FP16", group = "fp_group")]
+    force_fp16: bool,
+    /// Store and run the UNet in F32.
+    #[arg(long, group = "unet_group")]
+    fp32_unet: bool,
+    /// Store the UNet in F16 (computed in F16 on a GPU, in F32 on the CPU).
+    #[arg(long, group = "unet_group")]
+    fp16_unet: bool,
+    /// Store the UNet in BF16 (computed in BF16 on a GPU, in F32 on the CPU).
+    #[arg(long, group = "unet_group")]
+    bf16_unet: bool,
+    /// Run the VAE in F32 (the fix for black SDXL images in F16).
+    #[arg(long, group = "vae_group")]
+    fp32_vae: bool,
+    /// Run the VAE in F16.
+    #[arg(long, group = "vae_group")]
+    fp16_vae: bool,
+    /// Run the VAE in BF16 (on a GPU; F32 on the CPU).
+    #[arg(long, group = "vae_group")]
+    bf16_vae: bool,
     /// Log level (`RUST_LOG` syntax also accepted), e.g. `info`, `debug`.
     #[arg(long, env = "COMFY_VERBOSE", default_value = "info", num_args = 0..=1, default_missing_value = "debug")]
     verbose: String,
@@ -143,6 +167,7 @@ struct ServeArgs {
 
 impl ServeArgs {
     fn into_config(self) -> anyhow::Result<comfy_server::ServerConfig> {
+        let precision = self.precision();
         let base = match self.base_directory {
             Some(b) => b,
             None => std::env::current_dir().context("current directory")?,
@@ -188,8 +213,26 @@ impl ServeArgs {
             max_execution_time,
             preload_checkpoints: self.preload_checkpoint,
             memory_cap_mb: self.memory_cap,
+            precision,
             ..Default::default()
         })
+    }
+
+    /// The precision flags as the model loader's overrides.
+    fn precision(&self) -> comfy_nodes::sd::device::PrecisionOverrides {
+        use candle_core::DType;
+        let pick = |f32_: bool, f16: bool, bf16: bool| match (f32_, f16, bf16) {
+            (true, _, _) => Some(DType::F32),
+            (_, true, _) => Some(DType::F16),
+            (_, _, true) => Some(DType::BF16),
+            _ => None,
+        };
+        comfy_nodes::sd::device::PrecisionOverrides {
+            force_fp32: self.force_fp32,
+            force_fp16: self.force_fp16,
+            unet: pick(self.fp32_unet, self.fp16_unet, self.bf16_unet),
+            vae: pick(self.fp32_vae, self.fp16_vae, self.bf16_vae),
+        }
     }
 }
 
@@ -272,6 +315,21 @@ mod tests {
         assert!(Cli::try_parse_from(["comfy-rs", "make-checkpoint", "--arch", "flux", "--out", "x"]).is_err());
         let c = Cli::try_parse_from(["comfy-rs", "serve", "--port", "1"]).unwrap();
         assert!(matches!(c.command, Some(Command::Serve(ref a)) if a.port == 1));
+    }
+
+    #[test]
+    fn precision_flags() {
+        use candle_core::DType;
+        let c = Cli::try_parse_from(["comfy-rs", "--force-fp32", "--bf16-unet", "--fp32-vae"]).unwrap();
+        let p = c.serve.into_config().unwrap().precision;
+        assert!(p.force_fp32 && !p.force_fp16);
+        assert_eq!((p.unet, p.vae), (Some(DType::BF16), Some(DType::F32)));
+        let p = Cli::try_parse_from(["comfy-rs", "--fp16-vae"]).unwrap().serve.into_config().unwrap().precision;
+        assert_eq!((p.unet, p.vae, p.force_fp32), (None, Some(DType::F16), false));
+        // one choice per group, as ComfyUI's mutually exclusive groups
+        assert!(Cli::try_parse_from(["comfy-rs", "--force-fp32", "--force-fp16"]).is_err());
+        assert!(Cli::try_parse_from(["comfy-rs", "--fp16-unet", "--bf16-unet"]).is_err());
+        assert!(Cli::try_parse_from(["comfy-rs", "--fp16-vae", "--fp32-vae"]).is_err());
     }
 
     #[test]

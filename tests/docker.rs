@@ -73,9 +73,26 @@ fn built_binary_and_features_exist() {
     let text = dockerfile();
     assert!(text.contains("--bin comfy-rs"), "the Dockerfile builds the comfy-rs binary");
     assert!(cargo.contains("name = \"comfy-rs\""), "Cargo.toml defines the comfy-rs binary");
-    assert!(text.contains("--features cuda"));
+    // The GPU builder's features come from `ARG CARGO_FEATURES=...` (default `cuda`); each one
+    // named there, and in the comment's example, is a feature of the root package.
+    assert!(text.contains("--features \"${CARGO_FEATURES}\""), "the GPU builder builds with $CARGO_FEATURES");
+    let default = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ARG CARGO_FEATURES="))
+        .expect("the Dockerfile declares ARG CARGO_FEATURES");
+    assert_eq!(default, "cuda", "the default GPU build is the plain CUDA one");
     let features = cargo.split("[features]").nth(1).expect("Cargo.toml has a [features] table");
-    assert!(features.lines().any(|l| l.trim_start().starts_with("cuda")), "Cargo.toml has a `cuda` feature");
+    let features = features.split("\n[").next().unwrap_or("");
+    let declared = |name: &str| features.lines().any(|l| l.trim_start().starts_with(&format!("{name} =")));
+    let example = text
+        .split("CARGO_FEATURES=cuda,")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|w| w.trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-')))
+        .expect("the Dockerfile shows how to add features");
+    for name in std::iter::once("cuda").chain(std::iter::once(example)).chain(["cudnn"]) {
+        assert!(declared(name), "Cargo.toml has no `{name}` feature, which the Dockerfile names");
+    }
     // The runtime stages run the binary the builders produced.
     assert!(text.contains("/src/target/release/comfy-rs"));
     for needed in ["EXPOSE 8188", "HEALTHCHECK", "USER comfy", "0.0.0.0", "AS cpu", "AS gpu"] {

@@ -332,12 +332,15 @@ pub struct UNetModel {
     out_norm: GroupNorm,
     out_conv: Conv2d,
     device: Device,
+    /// The dtype activations are computed in (F32 by default; F16/BF16 on a GPU).
+    compute_dtype: DType,
 }
 
 impl UNetModel {
     /// Builds the network from `vb`, which must be rooted at the UNet prefix
     /// (`model.diffusion_model.`). Weights keep `vb`'s dtype (F16 to halve memory; each op
-    /// casts to the activation dtype).
+    /// casts to the activation dtype). Computes in F32 until
+    /// [`UNetModel::with_compute_dtype`] says otherwise.
     pub fn load(vb: VarBuilder, config: &UnetConfig) -> Result<Self> {
         config.check()?;
         let cfg = config;
@@ -464,7 +467,21 @@ impl UNetModel {
             out_norm: GroupNorm::load(vb.pp("out.0"), 32, ch, 1e-5)?,
             out_conv: Conv2d::load(vb.pp("out.2"), ch, cfg.out_channels, 3, 1, 1)?,
             device: vb.device().clone(),
+            compute_dtype: DType::F32,
         })
+    }
+
+    /// Computes in `dtype` from now on (ComfyUI's `unet_dtype` on a GPU: F16, or BF16):
+    /// inputs are cast to it, weights are cast per op when stored otherwise, and the
+    /// prediction comes back as F32 (`apply_model(...).float()`).
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Self {
+        self.compute_dtype = dtype;
+        self
+    }
+
+    /// The dtype activations are computed in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
     }
 
     /// The configuration the model was built from.
@@ -486,7 +503,8 @@ impl UNetModel {
 
     /// Noise prediction for `x [B, in, h, w]` (already scaled by `c_in`), `timesteps` (one per
     /// batch entry, the model's discrete timestep as F32), `context [B, T, context_dim]` and,
-    /// for SDXL, the ADM vector `y [B, adm]`. Computes in F32.
+    /// for SDXL, the ADM vector `y [B, adm]`. Computes in [`UNetModel::compute_dtype`] (the
+    /// time embedding is made in F32 and then cast, as ComfyUI does) and returns F32.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -498,15 +516,17 @@ impl UNetModel {
         if timesteps.len() != b {
             candle_core::bail!("unet: {} timesteps for batch {b}", timesteps.len());
         }
-        let x = x.to_dtype(DType::F32)?;
-        let context = context.to_dtype(DType::F32)?;
-        let t_emb = ops::timestep_embedding(timesteps, self.config.model_channels, &self.device)?;
+        let dtype = self.compute_dtype;
+        let x = x.to_dtype(dtype)?;
+        let context = context.to_dtype(dtype)?;
+        let t_emb = ops::timestep_embedding(timesteps, self.config.model_channels, &self.device)?
+            .to_dtype(dtype)?;
         let mut emb = self
             .time_embed_2
             .forward(&ops::silu(&self.time_embed_0.forward(&t_emb)?)?)?;
         match (&self.label_emb, y) {
             (Some((l0, l2)), Some(y)) => {
-                let y = y.to_dtype(DType::F32)?;
+                let y = y.to_dtype(dtype)?;
                 emb = (emb + l2.forward(&ops::silu(&l0.forward(&y)?)?)?)?;
             }
             (Some(_), None) => candle_core::bail!("unet: this model needs the ADM vector y"),
@@ -537,7 +557,7 @@ impl UNetModel {
             h = run_seq(block, &h, &emb, &context, out_hw)?;
         }
         let h = self.out_norm.forward_silu(&h)?;
-        self.out_conv.forward(&h)
+        self.out_conv.forward(&h)?.to_dtype(DType::F32)
     }
 }
 
@@ -673,6 +693,40 @@ pub(crate) mod tests {
         let b = model16.forward(&x, &[3.0], &ctx, Some(&y)).unwrap();
         assert_eq!(b.dtype(), DType::F32);
         assert_eq!(ops::max_abs_diff(&a, &b).unwrap(), 0.0);
+    }
+
+    /// Relative L2 error of `b` against `a`.
+    pub(crate) fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let n = a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        (d / n).sqrt()
+    }
+
+    /// The GPU path (ComfyUI's F16 `unet_dtype`): the whole forward pass in F16 stays within
+    /// half-precision rounding of the F32 result, and a wrong dtype would not (the check
+    /// also fails when the pass silently ran in F32: the error must be above F32 rounding).
+    #[test]
+    fn f16_compute_tracks_f32_within_half_precision() {
+        for (linear, adm) in [(false, None), (true, Some(12))] {
+            let cfg = tiny_config(linear, adm);
+            let (varmap, model) = build(&cfg);
+            let mut f16 = std::collections::HashMap::new();
+            for (name, var) in varmap.data().lock().unwrap().iter() {
+                f16.insert(name.clone(), var.as_tensor().to_dtype(DType::F16).unwrap());
+            }
+            let vb16 = VarBuilder::from_tensors(f16, DType::F16, &Device::Cpu);
+            let model16 = UNetModel::load(vb16, &cfg).unwrap().with_compute_dtype(DType::F16);
+            assert_eq!(model16.compute_dtype(), DType::F16);
+            let dev = Device::Cpu;
+            let x = Tensor::randn(0f32, 1.0, (2, 4, 8, 8), &dev).unwrap();
+            let ctx = Tensor::randn(0f32, 1.0, (2, 3, 24), &dev).unwrap();
+            let y = adm.map(|a| Tensor::randn(0f32, 1.0, (2, a), &dev).unwrap());
+            let a = model.forward(&x, &[999.0, 3.0], &ctx, y.as_ref()).unwrap();
+            let b = model16.forward(&x, &[999.0, 3.0], &ctx, y.as_ref()).unwrap();
+            assert_eq!(b.dtype(), DType::F32);
+            let err = rel_l2(&a, &b);
+            assert!(err < 1e-2 && err > 1e-5, "linear={linear}: rel L2 {err}");
+        }
     }
 }
 

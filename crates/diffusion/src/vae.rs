@@ -267,10 +267,13 @@ pub struct Vae {
     decoder: Decoder,
     quant_conv: Option<Conv2d>,
     post_quant_conv: Option<Conv2d>,
+    /// The dtype it computes in: the dtype its weights were loaded in (ComfyUI's `vae_dtype`).
+    dtype: DType,
 }
 
 impl Vae {
-    /// Builds the autoencoder from `vb` rooted at `first_stage_model.`.
+    /// Builds the autoencoder from `vb` rooted at `first_stage_model.`. It computes in
+    /// `vb`'s dtype (F32; BF16 or F16 on a GPU) and hands back F32.
     pub fn load(vb: VarBuilder, config: &VaeConfig) -> Result<Self> {
         if config.ch_mult.is_empty() {
             candle_core::bail!("vae config: no levels");
@@ -290,6 +293,7 @@ impl Vae {
             decoder: Decoder::load(vb.pp("decoder"), config)?,
             quant_conv,
             post_quant_conv,
+            dtype: vb.dtype(),
         })
     }
 
@@ -300,21 +304,26 @@ impl Vae {
 
     /// `first_stage_model.decode`: latent `[B, z, h, w]` → `[B, 3, 8h, 8w]`, unclamped.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
-        let z = latent.to_dtype(DType::F32)?;
+        let z = latent.to_dtype(self.dtype)?;
         let z = match &self.post_quant_conv {
             Some(c) => c.forward(&z)?,
             None => z,
         };
-        self.decoder.forward(&z)
+        self.decoder.forward(&z)?.to_dtype(DType::F32)
+    }
+
+    /// The dtype it computes in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// `quant_conv(encoder(x))` for `x [B, 3, H, W]` in [−1, 1]: the posterior's moments
     /// `[B, 2z, H/8, W/8]` (mean, then log-variance).
     pub fn encode_moments(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.encoder.forward(&x.to_dtype(DType::F32)?)?;
+        let h = self.encoder.forward(&x.to_dtype(self.dtype)?)?;
         match &self.quant_conv {
-            Some(c) => c.forward(&h),
-            None => Ok(h),
+            Some(c) => c.forward(&h)?.to_dtype(DType::F32),
+            None => h.to_dtype(DType::F32),
         }
     }
 
@@ -580,6 +589,35 @@ mod tests {
             ops::max_abs_diff(&m.narrow(1, 0, 4).unwrap(), &back).unwrap(),
             0.0
         );
+    }
+
+    /// The GPU path (ComfyUI's BF16/F16 `vae_dtype`): a VAE loaded in F16 computes in F16,
+    /// hands back F32, and stays within half-precision rounding of the F32 model (the error
+    /// must also be above F32 rounding, so an F32 pass would fail the check).
+    #[test]
+    fn f16_vae_computes_in_f16_and_tracks_f32() {
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let vae = Vae::load(vb, &tiny_cfg()).unwrap();
+        crate::unet::tests::randomise(&varmap);
+        let mut f16 = std::collections::HashMap::new();
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            f16.insert(name.clone(), var.as_tensor().to_dtype(DType::F16).unwrap());
+        }
+        let vae16 = Vae::load(VarBuilder::from_tensors(f16, DType::F16, &Device::Cpu), &tiny_cfg()).unwrap();
+        assert_eq!((vae.dtype(), vae16.dtype()), (DType::F32, DType::F16));
+        let z = Tensor::randn(0f32, 1.0, (1, 4, 6, 5), &Device::Cpu).unwrap();
+        let a = vae.decode(&z).unwrap();
+        let b = vae16.decode(&z).unwrap();
+        assert_eq!(b.dtype(), DType::F32);
+        let err = crate::unet::tests::rel_l2(&a, &b);
+        assert!(err < 1e-2 && err > 1e-5, "decode rel L2 {err}");
+        let img = vae.decode_image(&z).unwrap();
+        let m = vae.encode_moments(&from_image(&img).unwrap()).unwrap();
+        let m16 = vae16.encode_moments(&from_image(&img).unwrap()).unwrap();
+        assert_eq!(m16.dtype(), DType::F32);
+        let err = crate::unet::tests::rel_l2(&m, &m16);
+        assert!(err < 1e-2 && err > 1e-5, "encode rel L2 {err}");
     }
 
     #[test]

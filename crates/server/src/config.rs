@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// Cap in MiB on the memory resident models may hold (`--memory-cap`); a load past it is
     /// an `out_of_memory` execution error.
     pub memory_cap_mb: Option<f64>,
+    /// ComfyUI's precision flags (`--force-fp32`, `--fp16-unet`, `--fp32-vae`, …).
+    pub precision: comfy_nodes::sd::device::PrecisionOverrides,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +72,7 @@ impl Default for ServerConfig {
             max_history: 10000,
             preload_checkpoints: Vec::new(),
             memory_cap_mb: None,
+            precision: Default::default(),
         }
     }
 }

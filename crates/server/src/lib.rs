@@ -64,7 +64,9 @@ impl AppState {
     ) -> Result<Arc<AppState>, ServerError> {
         let folders = config.folders()?;
         prepare_directories(&folders)?;
-        // The compute device (`--cpu` / `--cuda-device N`); models load onto it and stay.
+        // The precision flags, then the compute device (`--cpu` / `--cuda-device N`); models
+        // load onto it in those dtypes and stay.
+        comfy_nodes::sd::device::set_precision(config.precision);
         comfy_nodes::sd::device::select(config.device_request())
             .map_err(|e| ServerError::Device(e.to_string()))?;
         let hub = Arc::new(Hub::default());

@@ -8,7 +8,8 @@
 //! Dtypes follow ComfyUI's `model_management` on each device (`shared/spec/checkpoints.md` §5):
 //! everything F32 on the CPU; on an NVIDIA GPU the UNet in F16 (compute capability ≥ 7),
 //! text-encoder weights stored in F16 with the forward pass in F32, and the SD/SDXL VAE in
-//! BF16 where the GPU supports it (compute capability ≥ 8), else F32.
+//! BF16 where the GPU supports it (compute capability ≥ 8), else F32. ComfyUI's precision
+//! flags (`--force-fp32`, `--fp16-unet`, `--fp32-vae`, …) override this ([`set_precision`]).
 
 use std::sync::{OnceLock, RwLock};
 
@@ -44,8 +45,11 @@ pub enum DeviceError {
 /// The dtypes each model part is loaded and run in on a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ComputeDtypes {
-    /// UNet weights and compute (ComfyUI's `unet_dtype`).
+    /// UNet weight storage (ComfyUI's `unet_dtype`).
     pub unet: DType,
+    /// UNet forward pass: the storage dtype on a GPU; F32 on the CPU, where F16/BF16 weights
+    /// are cast per op (ComfyUI's `unet_manual_cast`).
+    pub unet_compute: DType,
     /// Text-encoder weight storage (`text_encoder_dtype`).
     pub text_encoder: DType,
     /// Text-encoder forward pass (ComfyUI runs CLIP in float32, up-casting weights per op).
@@ -54,20 +58,75 @@ pub struct ComputeDtypes {
     pub vae: DType,
 }
 
-/// The dtype policy: `cuda_capability` is `None` for the CPU, `Some((major, minor))` for a
-/// CUDA device.
+/// ComfyUI's precision flags. Explicit per-model choices win; `force_fp32` keeps the GPU
+/// defaults at F32, `force_fp16` makes the UNet F16 on any GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrecisionOverrides {
+    /// `--force-fp32`.
+    pub force_fp32: bool,
+    /// `--force-fp16`.
+    pub force_fp16: bool,
+    /// `--fp32-unet` / `--fp16-unet` / `--bf16-unet`.
+    pub unet: Option<DType>,
+    /// `--fp32-vae` / `--fp16-vae` / `--bf16-vae`.
+    pub vae: Option<DType>,
+}
+
+/// The dtype policy without flags: `cuda_capability` is `None` for the CPU,
+/// `Some((major, minor))` for a CUDA device.
 pub fn dtypes_for(cuda_capability: Option<(i32, i32)>) -> ComputeDtypes {
-    match cuda_capability {
-        None => ComputeDtypes { unet: DType::F32, text_encoder: DType::F32, text_encoder_compute: DType::F32, vae: DType::F32 },
-        Some((major, _)) => ComputeDtypes {
-            // should_use_fp16: true from Volta/Turing (7.x) on; Pascal and older stay F32.
-            unet: if major >= 7 { DType::F16 } else { DType::F32 },
-            text_encoder: DType::F16,
-            text_encoder_compute: DType::F32,
-            // vae_dtype: [bf16, fp32] for SD/SDXL VAEs; bf16 needs Ampere (8.x) or newer.
-            vae: if major >= 8 { DType::BF16 } else { DType::F32 },
-        },
+    dtypes_with(cuda_capability, PrecisionOverrides::default())
+}
+
+/// The dtype policy with ComfyUI's precision flags applied (`model_management.unet_dtype`,
+/// `vae_dtype`, `should_use_fp16`, `should_use_bf16`).
+pub fn dtypes_with(cuda_capability: Option<(i32, i32)>, flags: PrecisionOverrides) -> ComputeDtypes {
+    let gpu_default = |major: i32| {
+        // should_use_fp16: false on the CPU and under --force-fp32; true under --force-fp16;
+        // else from Volta/Turing (7.x) on. should_use_bf16: Ampere (8.x) on, not under
+        // --force-fp32.
+        let fp16 = !flags.force_fp32 && (flags.force_fp16 || major >= 7);
+        let bf16 = !flags.force_fp32 && major >= 8;
+        (fp16, bf16)
+    };
+    let (unet, vae) = match cuda_capability {
+        None => (DType::F32, DType::F32),
+        Some((major, _)) => {
+            let (fp16, bf16) = gpu_default(major);
+            // vae_dtype: [bf16, fp32] for SD/SDXL VAEs, bf16 where supported.
+            (if fp16 { DType::F16 } else { DType::F32 }, if bf16 { DType::BF16 } else { DType::F32 })
+        }
+    };
+    let unet = flags.unet.unwrap_or(unet);
+    let vae = match (flags.vae, cuda_capability) {
+        // candle has no BF16 convolution on the CPU: a BF16 VAE there runs in F32.
+        (Some(DType::BF16), None) => DType::F32,
+        (Some(d), _) => d,
+        (None, _) => vae,
+    };
+    ComputeDtypes {
+        unet,
+        unet_compute: if cuda_capability.is_some() { unet } else { DType::F32 },
+        text_encoder: if cuda_capability.is_some() { DType::F16 } else { DType::F32 },
+        text_encoder_compute: DType::F32,
+        vae,
     }
+}
+
+fn precision() -> &'static RwLock<PrecisionOverrides> {
+    static FLAGS: OnceLock<RwLock<PrecisionOverrides>> = OnceLock::new();
+    FLAGS.get_or_init(|| RwLock::new(PrecisionOverrides::default()))
+}
+
+/// Sets the precision flags (start-up, before models load; already resident models keep
+/// their dtypes until they are reloaded).
+pub fn set_precision(flags: PrecisionOverrides) {
+    *precision().write().unwrap_or_else(|p| p.into_inner()) = flags;
+}
+
+/// The precision flags in force.
+pub fn precision_flags() -> PrecisionOverrides {
+    *precision().read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Static facts of the selected GPU.
@@ -207,7 +266,7 @@ pub fn select(request: DeviceRequest) -> Result<String, DeviceError> {
 }
 
 fn describe_selected(s: &Selected) -> String {
-    let d = dtypes_for(s.gpu.as_ref().map(|g| g.capability));
+    let d = dtypes_with(s.gpu.as_ref().map(|g| g.capability), precision_flags());
     match &s.gpu {
         None => format!("cpu (unet {:?}, text encoders {:?}, vae {:?})", d.unet, d.text_encoder, d.vae),
         Some(g) => format!(
@@ -247,9 +306,10 @@ pub fn is_gpu() -> bool {
     with_selected(|s| s.gpu.is_some())
 }
 
-/// The dtypes for the compute device.
+/// The dtypes for the compute device, with the precision flags applied.
 pub fn dtypes() -> ComputeDtypes {
-    with_selected(|s| dtypes_for(s.gpu.as_ref().map(|g| g.capability)))
+    let flags = precision_flags();
+    with_selected(|s| dtypes_with(s.gpu.as_ref().map(|g| g.capability), flags))
 }
 
 /// The GPU's memory now (`None` on the CPU).
@@ -270,9 +330,12 @@ mod tests {
     #[test]
     fn dtype_policy_follows_comfyui() {
         let cpu = dtypes_for(None);
-        assert_eq!(cpu, ComputeDtypes { unet: DType::F32, text_encoder: DType::F32, text_encoder_compute: DType::F32, vae: DType::F32 });
+        assert_eq!(
+            cpu,
+            ComputeDtypes { unet: DType::F32, unet_compute: DType::F32, text_encoder: DType::F32, text_encoder_compute: DType::F32, vae: DType::F32 }
+        );
         let h100 = dtypes_for(Some((9, 0)));
-        assert_eq!(h100.unet, DType::F16);
+        assert_eq!((h100.unet, h100.unet_compute), (DType::F16, DType::F16));
         assert_eq!(h100.text_encoder, DType::F16);
         assert_eq!(h100.text_encoder_compute, DType::F32);
         assert_eq!(h100.vae, DType::BF16);
@@ -280,6 +343,41 @@ mod tests {
         assert_eq!((t4.unet, t4.vae), (DType::F16, DType::F32));
         let p100 = dtypes_for(Some((6, 0)));
         assert_eq!((p100.unet, p100.vae), (DType::F32, DType::F32));
+    }
+
+    #[test]
+    fn precision_flags_follow_comfyui() {
+        let flags = |f: fn(&mut PrecisionOverrides)| {
+            let mut o = PrecisionOverrides::default();
+            f(&mut o);
+            o
+        };
+        // --force-fp32: GPU defaults become F32.
+        let d = dtypes_with(Some((9, 0)), flags(|o| o.force_fp32 = true));
+        assert_eq!((d.unet, d.unet_compute, d.vae), (DType::F32, DType::F32, DType::F32));
+        // --force-fp16: F16 UNet even on Pascal; nothing changes on the CPU.
+        assert_eq!(dtypes_with(Some((6, 1)), flags(|o| o.force_fp16 = true)).unet, DType::F16);
+        assert_eq!(dtypes_with(None, flags(|o| o.force_fp16 = true)), dtypes_for(None));
+        // --bf16-unet / --fp32-vae on a GPU: storage and compute.
+        let d = dtypes_with(Some((8, 6)), flags(|o| {
+            o.unet = Some(DType::BF16);
+            o.vae = Some(DType::F32);
+        }));
+        assert_eq!((d.unet, d.unet_compute, d.vae), (DType::BF16, DType::BF16, DType::F32));
+        // Explicit flags beat --force-fp32, as in ComfyUI.
+        let d = dtypes_with(Some((9, 0)), flags(|o| {
+            o.force_fp32 = true;
+            o.vae = Some(DType::F16);
+        }));
+        assert_eq!((d.unet, d.vae), (DType::F32, DType::F16));
+        // On the CPU: --fp16-unet stores F16 and still computes in F32; --fp16-vae computes
+        // in F16; --bf16-vae falls back to F32 (no BF16 convolution on candle's CPU path).
+        let d = dtypes_with(None, flags(|o| {
+            o.unet = Some(DType::F16);
+            o.vae = Some(DType::F16);
+        }));
+        assert_eq!((d.unet, d.unet_compute, d.vae), (DType::F16, DType::F32, DType::F16));
+        assert_eq!(dtypes_with(None, flags(|o| o.vae = Some(DType::BF16))).vae, DType::F32);
     }
 
     #[test]

@@ -27,11 +27,12 @@ use crate::sd::model::{
 /// like ComfyUI's `--fp16-unet`; smaller ones are widened to F32 at load.
 const F16_UNET_PARAMS: usize = 1_500_000_000;
 
-/// The UNet weight dtype ComfyUI picks by default: on a GPU the device's (F16 storage; the
-/// UNet casts each weight to F32 for its op, so the maths is unchanged); on the CPU F16 storage
-/// only for UNets over [`F16_UNET_PARAMS`] stored as F16 (like `--fp16-unet`), else F32.
+/// The UNet weight dtype ComfyUI picks by default: on a GPU the device's `unet_dtype` (F16
+/// weights and F16 compute); on the CPU F16 storage only for UNets over [`F16_UNET_PARAMS`]
+/// stored as F16 (like `--fp16-unet`; each weight is cast to F32 for its op, so the maths is
+/// unchanged), else F32. `--fp32-unet`/`--fp16-unet`/`--bf16-unet` choose the storage anywhere.
 fn default_unet_dtype(stored_f16: bool, params: usize) -> DType {
-    if crate::sd::device::is_gpu() {
+    if crate::sd::device::is_gpu() || crate::sd::device::precision_flags().unet.is_some() {
         return crate::sd::device::dtypes().unet;
     }
     if stored_f16 && params > F16_UNET_PARAMS {
@@ -85,12 +86,15 @@ pub fn load_checkpoint_uncached(path: &Path, embedding_dirs: Vec<PathBuf>) -> Re
         > unet_params;
     let unet_dtype = default_unet_dtype(stored_f16, unet_params);
     let te_bytes: u64 = cfg.text_encoders.iter().map(|t| loaded_bytes(&ck, &t.prefix, None)).sum();
-    let needed = loaded_bytes(&ck, UNET_PREFIX, Some(unet_dtype)) + loaded_bytes(&ck, VAE_PREFIX, Some(DType::F32)) + te_bytes;
+    let vae_dtype = crate::sd::device::dtypes().vae;
+    let needed = loaded_bytes(&ck, UNET_PREFIX, Some(unet_dtype)) + loaded_bytes(&ck, VAE_PREFIX, Some(vae_dtype)) + te_bytes;
     ensure_memory(needed, &format!("checkpoint {}", path.display()))?;
 
-    let unet = UNetModel::load(ck.var_builder(UNET_PREFIX, unet_dtype, &dev), &cfg.unet).map_err(|e| {
-        NodeError::new(ErrorCategory::MissingModel, "RuntimeError", format!("ERROR: Could not load the UNet of {}: {e}", path.display()))
-    })?;
+    let unet = UNetModel::load(ck.var_builder(UNET_PREFIX, unet_dtype, &dev), &cfg.unet)
+        .map_err(|e| {
+            NodeError::new(ErrorCategory::MissingModel, "RuntimeError", format!("ERROR: Could not load the UNet of {}: {e}", path.display()))
+        })?
+        .with_compute_dtype(crate::sd::device::dtypes().unet_compute);
     let origin = Arc::new(UnetOrigin {
         file: ck.clone(),
         prefix: UNET_PREFIX.to_string(),
@@ -135,7 +139,7 @@ pub fn load_checkpoint_uncached(path: &Path, embedding_dirs: Vec<PathBuf>) -> Re
     };
     let vae = match &cfg.vae {
         Some(vc) => {
-            let v = Vae::load(ck.var_builder(VAE_PREFIX, DType::F32, &dev), vc).map_err(candle_err)?;
+            let v = Vae::load(ck.var_builder(VAE_PREFIX, vae_dtype, &dev), vc).map_err(candle_err)?;
             SdVae::Kl { vae: Arc::new(v), source: Some(Source { file: ck.clone(), prefixes: vec![VAE_PREFIX.to_string()] }) }
         }
         None => SdVae::Missing { path: path.to_path_buf() },
@@ -165,9 +169,10 @@ pub fn load_vae(folders: &Folders, vae_name: &str) -> Result<Arc<SdVae>, NodeErr
         let (cfg, prefix) = ck.detect_vae().map_err(|e| {
             NodeError::new(ErrorCategory::MissingModel, "RuntimeError", format!("ERROR: VAE is invalid: {}", diffusion_err(e)))
         })?;
-        let bytes = loaded_bytes(&ck, &prefix, Some(DType::F32));
+        let vae_dtype = crate::sd::device::dtypes().vae;
+        let bytes = loaded_bytes(&ck, &prefix, Some(vae_dtype));
         ensure_memory(bytes, &format!("VAE {}", path.display()))?;
-        let v = Vae::load(ck.var_builder(&prefix, DType::F32, &device()), &cfg).map_err(|e| {
+        let v = Vae::load(ck.var_builder(&prefix, vae_dtype, &device()), &cfg).map_err(|e| {
             NodeError::new(ErrorCategory::MissingModel, "RuntimeError", format!("ERROR: VAE is invalid: {}: {e}", path.display()))
         })?;
         Ok((SdVae::Kl { vae: Arc::new(v), source: Some(Source { file: ck.clone(), prefixes: vec![prefix] }) }, bytes))
@@ -237,13 +242,15 @@ fn build_unet(origin: &UnetOrigin) -> Result<UNetModel, NodeError> {
         WeightStorage::Fp8E5M2 => (Some(Fp8::E5M2), DType::F32),
     };
     let vb = lora::patched_var_builder(&origin.file, &origin.prefix, origin.patches.clone(), fp8, dtype, &device());
-    UNetModel::load(vb, &origin.config).map_err(|e| {
-        NodeError::new(
-            ErrorCategory::MissingModel,
-            "RuntimeError",
-            format!("ERROR: Could not load the UNet of {}: {e}", origin.file.path().display()),
-        )
-    })
+    UNetModel::load(vb, &origin.config)
+        .map(|u| u.with_compute_dtype(crate::sd::device::dtypes().unet_compute))
+        .map_err(|e| {
+            NodeError::new(
+                ErrorCategory::MissingModel,
+                "RuntimeError",
+                format!("ERROR: Could not load the UNet of {}: {e}", origin.file.path().display()),
+            )
+        })
 }
 
 /// Loads a diffusion-model-only file (`UNETLoader`), uncached.

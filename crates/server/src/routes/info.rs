@@ -199,13 +199,31 @@ pub fn system_stats(argv: &[String]) -> Json {
             }),
         }],
         // comfy-rs additions (ComfyUI clients ignore unknown keys): what the process really
-        // holds, and the models resident between prompts.
+        // holds, the models resident between prompts, and the dtypes models load in (after
+        // the precision flags).
         "comfy_rs": {
             "process_rss": process_rss,
             "models_bytes": comfy_nodes::sd::resident_bytes(),
             "memory_cap": comfy_nodes::sd::errors::memory_cap(),
             "resident_models": resident,
+            "dtypes": dtypes_entry(&comfy_nodes::sd::device::dtypes()),
         }
+    })
+}
+
+/// The dtypes as torch names (`float32`, `float16`, `bfloat16`).
+fn dtypes_entry(d: &comfy_nodes::sd::device::ComputeDtypes) -> Json {
+    let name = |t: candle_core::DType| match t {
+        candle_core::DType::F16 => "float16",
+        candle_core::DType::BF16 => "bfloat16",
+        candle_core::DType::F64 => "float64",
+        _ => "float32",
+    };
+    json!({
+        "unet": name(d.unet),
+        "unet_compute": name(d.unet_compute),
+        "text_encoder": name(d.text_encoder),
+        "vae": name(d.vae),
     })
 }
 
