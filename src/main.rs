@@ -160,6 +160,15 @@ struct ServeArgs {
     /// Run the VAE in BF16 (on a GPU; F32 on the CPU).
     #[arg(long, group = "vae_group")]
     bf16_vae: bool,
+    /// Store the text encoders in F32 (they always run in F32; the default storage is F16).
+    #[arg(long, group = "te_group")]
+    fp32_text_enc: bool,
+    /// Store the text encoders in F16 (the default).
+    #[arg(long, group = "te_group")]
+    fp16_text_enc: bool,
+    /// Store the text encoders in BF16.
+    #[arg(long, group = "te_group")]
+    bf16_text_enc: bool,
     /// Log level (`RUST_LOG` syntax also accepted), e.g. `info`, `debug`.
     #[arg(long, env = "COMFY_VERBOSE", default_value = "info", num_args = 0..=1, default_missing_value = "debug")]
     verbose: String,
@@ -232,6 +241,7 @@ impl ServeArgs {
             force_fp16: self.force_fp16,
             unet: pick(self.fp32_unet, self.fp16_unet, self.bf16_unet),
             vae: pick(self.fp32_vae, self.fp16_vae, self.bf16_vae),
+            text_encoder: pick(self.fp32_text_enc, self.fp16_text_enc, self.bf16_text_enc),
         }
     }
 }
@@ -330,6 +340,9 @@ mod tests {
         assert!(Cli::try_parse_from(["comfy-rs", "--force-fp32", "--force-fp16"]).is_err());
         assert!(Cli::try_parse_from(["comfy-rs", "--fp16-unet", "--bf16-unet"]).is_err());
         assert!(Cli::try_parse_from(["comfy-rs", "--fp16-vae", "--fp32-vae"]).is_err());
+        let p = Cli::try_parse_from(["comfy-rs", "--fp32-text-enc"]).unwrap().serve.into_config().unwrap().precision;
+        assert_eq!(p.text_encoder, Some(DType::F32));
+        assert!(Cli::try_parse_from(["comfy-rs", "--fp32-text-enc", "--bf16-text-enc"]).is_err());
     }
 
     #[test]

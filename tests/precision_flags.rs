@@ -55,7 +55,7 @@ fn precision_flags_choose_the_dtypes_models_run_in() {
     let (d32, img32) = run_with(&["--cpu"]);
     assert_eq!(
         d32,
-        json!({"unet": "float32", "unet_compute": "float32", "text_encoder": "float32", "vae": "float32"})
+        json!({"unet": "float32", "unet_compute": "float32", "text_encoder": "float16", "text_encoder_compute": "float32", "vae": "float32"})
     );
 
     let (d16, img16) = run_with(&["--cpu", "--fp16-vae"]);

@@ -84,35 +84,32 @@ struct Block {
     fc2: Linear,
 }
 
-/// Loads tensors of one encoder in its stored dtype (F16 stays F16, small vectors as f32).
+/// Loads tensors of one encoder: in `storage` (ComfyUI's `text_encoder_dtype`, F16 by
+/// default) or, with `None`, in the file's dtype; LoRA patches are added in that dtype;
+/// small vectors are then widened to F32 (exact).
 struct Loader<'a> {
     ck: &'a Checkpoint,
     prefix: &'a str,
     device: &'a Device,
     /// LoRA patches applied to the weights as they load (see [`crate::lora`]).
     patches: Option<&'a PatchSet>,
+    /// The dtype weights are held in (`None`: as stored).
+    storage: Option<DType>,
 }
 
 impl Loader<'_> {
-    fn raw(&self, name: &str, dtype: Option<DType>) -> Result<Tensor> {
+    /// The tensor `name` in the storage dtype, patched; widened to F32 when `widen`.
+    fn raw(&self, name: &str, widen: bool) -> Result<Tensor> {
         let full = format!("{}{name}", self.prefix);
-        let info = self.ck.info(&full).ok_or_else(|| {
-            self.ck
-                .error(format!("missing text encoder tensor {full:?}"))
-        })?;
-        let dt = dtype.unwrap_or(match info.dtype {
-            crate::checkpoint::StoredDtype::F16 => DType::F16,
-            crate::checkpoint::StoredDtype::BF16 => DType::BF16,
-            _ => DType::F32,
-        });
-        let t = self.ck.tensor(&full, dt, self.device)?;
-        patched(self.patches, &full, t)
+        let t = stored_tensor(self.ck, &full, self.device, self.storage)?;
+        let t = patched(self.patches, &full, t)?;
+        Ok(if widen { t.to_dtype(DType::F32)? } else { t })
     }
     fn weight(&self, name: &str) -> Result<Weight> {
-        Ok(Weight(self.raw(name, None)?))
+        Ok(Weight(self.raw(name, false)?))
     }
     fn f32(&self, name: &str) -> Result<Tensor> {
-        self.raw(name, Some(DType::F32))
+        self.raw(name, true)
     }
     fn linear(&self, name: &str) -> Result<Linear> {
         Ok(Linear {
@@ -134,6 +131,24 @@ fn patched(patches: Option<&PatchSet>, key: &str, t: Tensor) -> Result<Tensor> {
         Some(p) => Ok(p.to_dtype(t.dtype())?),
         None => Ok(t),
     }
+}
+
+/// The tensor `name` of `ck` converted to `storage` (rounded, like ComfyUI's `.to(dtype)`),
+/// or in its stored float dtype when `storage` is `None`.
+fn stored_tensor(ck: &Checkpoint, name: &str, device: &Device, storage: Option<DType>) -> Result<Tensor> {
+    let info = ck
+        .info(name)
+        .ok_or_else(|| ck.error(format!("missing text encoder tensor {name:?}")))?;
+    let stored = match info.dtype {
+        crate::checkpoint::StoredDtype::F16 => DType::F16,
+        crate::checkpoint::StoredDtype::BF16 => DType::BF16,
+        _ => DType::F32,
+    };
+    let t = ck.tensor(name, stored, device)?;
+    Ok(match storage {
+        Some(s) if s != stored => t.to_dtype(s)?,
+        _ => t,
+    })
 }
 
 /// Which hidden state becomes the conditioning.
@@ -166,23 +181,27 @@ pub struct ClipTextModel {
 }
 
 impl ClipTextModel {
-    /// Loads the encoder described by `cfg` from `ck` onto `device`.
+    /// Loads the encoder described by `cfg` from `ck` onto `device`, weights as stored.
     pub fn load(ck: &Checkpoint, cfg: &TextEncoderConfig, device: &Device) -> Result<Self> {
-        Self::load_patched(ck, cfg, device, None)
+        Self::load_with(ck, cfg, device, None, None)
     }
 
-    /// [`ClipTextModel::load`] with LoRA `patches` applied to the weights (keys of `ck`).
-    pub fn load_patched(
+    /// [`ClipTextModel::load`] with LoRA `patches` applied to the weights (keys of `ck`) and
+    /// the weights held in `storage` (ComfyUI's `text_encoder_dtype`; `None`: as stored).
+    /// The forward pass runs in F32 whatever the storage.
+    pub fn load_with(
         ck: &Checkpoint,
         cfg: &TextEncoderConfig,
         device: &Device,
         patches: Option<&PatchSet>,
+        storage: Option<DType>,
     ) -> Result<Self> {
         let l = Loader {
             ck,
             prefix: &cfg.prefix,
             device,
             patches,
+            storage,
         };
         let d = cfg.hidden;
         let mut blocks = Vec::with_capacity(cfg.layers);
@@ -209,14 +228,9 @@ impl ClipTextModel {
                         .unwrap_or(&cfg.prefix)
                 );
                 let projection = if ck.contains(&proj_name) {
-                    // Loaded in the stored dtype so a LoRA patch is rounded back to it (as
+                    // Held in the storage dtype so a LoRA patch is rounded back to it (as
                     // ComfyUI stores the patched weight), then widened (exact for F16/BF16).
-                    let stored = match ck.info(&proj_name).map(|i| i.dtype) {
-                        Some(crate::checkpoint::StoredDtype::F16) => DType::F16,
-                        Some(crate::checkpoint::StoredDtype::BF16) => DType::BF16,
-                        _ => DType::F32,
-                    };
-                    let w = ck.tensor(&proj_name, stored, device)?;
+                    let w = stored_tensor(ck, &proj_name, device, storage)?;
                     Some(Weight(
                         patched(patches, &proj_name, w)?
                             .to_dtype(DType::F32)?
@@ -513,9 +527,14 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    /// Loads every text encoder listed in `config` (no embedding folders; see
-    /// [`ClipModel::with_embedding_dirs`]).
+    /// Loads every text encoder listed in `config`, weights as stored (no embedding folders;
+    /// see [`ClipModel::with_embedding_dirs`]).
     pub fn load(ck: &Checkpoint, config: &ModelConfig, device: &Device) -> Result<Self> {
+        Self::load_with(ck, config, device, None)
+    }
+
+    /// [`ClipModel::load`] with the weights held in `storage` (`None`: as stored).
+    pub fn load_with(ck: &Checkpoint, config: &ModelConfig, device: &Device, storage: Option<DType>) -> Result<Self> {
         if config.text_encoders.is_empty() {
             return Err(ck.error(format!(
                 "no text encoder found for this {} checkpoint",
@@ -526,7 +545,7 @@ impl ClipModel {
         let encoders = config
             .text_encoders
             .iter()
-            .map(|c| ClipTextModel::load(ck, c, device))
+            .map(|c| ClipTextModel::load_with(ck, c, device, None, storage))
             .collect::<Result<Vec<_>>>()?;
         tracing::info!(
             "loaded {} text encoder(s) in {:.1}s",

@@ -290,3 +290,38 @@ fn te_sd15_golden() {
 fn te_sdxl_golden() {
     golden_te(Arch::Sdxl, "sdxl_components.safetensors", 5e-4, 1e-4);
 }
+
+/// ComfyUI holds text-encoder weights in F16 by default (`text_encoder_dtype`) and runs them
+/// in F32: an F32-stored file loaded with F16 storage gives exactly what the same weights
+/// rounded to F16 give, and differs from F32 storage.
+#[test]
+fn storage_dtype_rounds_f32_files_like_comfyui() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ck, cfg) = tiny(Arch::Sd15, dir.path());
+    // Every tensor widened to F32; the text encoder's perturbed off the F16 grid.
+    let mut f32_tensors = std::collections::HashMap::new();
+    let mut f16_tensors = std::collections::HashMap::new();
+    for name in ck.names() {
+        let mut t = ck.tensor(name, DType::F32, &Device::Cpu).unwrap();
+        if name.starts_with("cond_stage_model.") {
+            t = ((t * (1.0 + 3e-4)).unwrap() + 1e-5).unwrap();
+        }
+        f16_tensors.insert(name.to_string(), t.to_dtype(DType::F16).unwrap());
+        f32_tensors.insert(name.to_string(), t);
+    }
+    let p32 = dir.path().join("f32.safetensors");
+    let p16 = dir.path().join("f16.safetensors");
+    candle_core::safetensors::save(&f32_tensors, &p32).unwrap();
+    candle_core::safetensors::save(&f16_tensors, &p16).unwrap();
+    let (ck32, ck16) = (Checkpoint::open(&p32).unwrap(), Checkpoint::open(&p16).unwrap());
+    let encode = |ck: &Checkpoint, storage: Option<DType>| {
+        let clip = ClipModel::load_with(ck, &cfg, &Device::Cpu, storage).unwrap();
+        let (c, p) = clip.encode(&clip.tokenize("a (photo:1.2) of a dog"), None).unwrap();
+        (c.flatten_all().unwrap().to_vec1::<f32>().unwrap(), p.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+    };
+    let as_f16 = encode(&ck32, Some(DType::F16));
+    assert_eq!(as_f16, encode(&ck16, None), "F16 storage must equal an F16 file");
+    let as_f32 = encode(&ck32, Some(DType::F32));
+    assert_eq!(as_f32, encode(&ck32, None));
+    assert_ne!(as_f16.0, as_f32.0, "F16 storage must round the F32 file's weights");
+}

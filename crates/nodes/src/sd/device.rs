@@ -6,9 +6,9 @@
 //! there while resident.
 //!
 //! Dtypes follow ComfyUI's `model_management` on each device (`shared/spec/checkpoints.md` §5):
-//! everything F32 on the CPU; on an NVIDIA GPU the UNet in F16 (compute capability ≥ 7),
-//! text-encoder weights stored in F16 with the forward pass in F32, and the SD/SDXL VAE in
-//! BF16 where the GPU supports it (compute capability ≥ 8), else F32. ComfyUI's precision
+//! text-encoder weights stored in F16 with the forward pass in F32 everywhere; UNet and VAE in
+//! F32 on the CPU; on an NVIDIA GPU the UNet in F16 (compute capability ≥ 7) and the SD/SDXL
+//! VAE in BF16 where the GPU supports it (compute capability ≥ 8), else F32. ComfyUI's precision
 //! flags (`--force-fp32`, `--fp16-unet`, `--fp32-vae`, …) override this ([`set_precision`]).
 
 use std::sync::{OnceLock, RwLock};
@@ -70,6 +70,9 @@ pub struct PrecisionOverrides {
     pub unet: Option<DType>,
     /// `--fp32-vae` / `--fp16-vae` / `--bf16-vae`.
     pub vae: Option<DType>,
+    /// `--fp32-text-enc` / `--fp16-text-enc` / `--bf16-text-enc` (storage; the forward pass
+    /// is F32 regardless).
+    pub text_encoder: Option<DType>,
 }
 
 /// The dtype policy without flags: `cuda_capability` is `None` for the CPU,
@@ -107,7 +110,8 @@ pub fn dtypes_with(cuda_capability: Option<(i32, i32)>, flags: PrecisionOverride
     ComputeDtypes {
         unet,
         unet_compute: if cuda_capability.is_some() { unet } else { DType::F32 },
-        text_encoder: if cuda_capability.is_some() { DType::F16 } else { DType::F32 },
+        // text_encoder_dtype: F16 storage on every device unless a flag says otherwise.
+        text_encoder: flags.text_encoder.unwrap_or(DType::F16),
         text_encoder_compute: DType::F32,
         vae,
     }
@@ -332,7 +336,7 @@ mod tests {
         let cpu = dtypes_for(None);
         assert_eq!(
             cpu,
-            ComputeDtypes { unet: DType::F32, unet_compute: DType::F32, text_encoder: DType::F32, text_encoder_compute: DType::F32, vae: DType::F32 }
+            ComputeDtypes { unet: DType::F32, unet_compute: DType::F32, text_encoder: DType::F16, text_encoder_compute: DType::F32, vae: DType::F32 }
         );
         let h100 = dtypes_for(Some((9, 0)));
         assert_eq!((h100.unet, h100.unet_compute), (DType::F16, DType::F16));
@@ -378,6 +382,10 @@ mod tests {
         }));
         assert_eq!((d.unet, d.unet_compute, d.vae), (DType::F16, DType::F32, DType::F16));
         assert_eq!(dtypes_with(None, flags(|o| o.vae = Some(DType::BF16))).vae, DType::F32);
+        // --fp32-text-enc: F32 storage; the forward pass is F32 either way.
+        let d = dtypes_with(None, flags(|o| o.text_encoder = Some(DType::F32)));
+        assert_eq!((d.text_encoder, d.text_encoder_compute), (DType::F32, DType::F32));
+        assert_eq!(dtypes_with(Some((9, 0)), flags(|o| o.force_fp32 = true)).text_encoder, DType::F16);
     }
 
     #[test]

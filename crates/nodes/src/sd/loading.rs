@@ -85,7 +85,8 @@ pub fn load_checkpoint_uncached(path: &Path, embedding_dirs: Vec<PathBuf>) -> Re
         * 2
         > unet_params;
     let unet_dtype = default_unet_dtype(stored_f16, unet_params);
-    let te_bytes: u64 = cfg.text_encoders.iter().map(|t| loaded_bytes(&ck, &t.prefix, None)).sum();
+    let te_dtype = crate::sd::device::dtypes().text_encoder;
+    let te_bytes: u64 = cfg.text_encoders.iter().map(|t| loaded_bytes(&ck, &t.prefix, Some(te_dtype))).sum();
     let vae_dtype = crate::sd::device::dtypes().vae;
     let needed = loaded_bytes(&ck, UNET_PREFIX, Some(unet_dtype)) + loaded_bytes(&ck, VAE_PREFIX, Some(vae_dtype)) + te_bytes;
     ensure_memory(needed, &format!("checkpoint {}", path.display()))?;
@@ -122,7 +123,7 @@ pub fn load_checkpoint_uncached(path: &Path, embedding_dirs: Vec<PathBuf>) -> Re
     let clip = if cfg.text_encoders.is_empty() {
         None
     } else {
-        let m = ClipModel::load(&ck, &cfg, &dev).map_err(diffusion_err)?.with_embedding_dirs(embedding_dirs.clone());
+        let m = ClipModel::load_with(&ck, &cfg, &dev, Some(te_dtype)).map_err(diffusion_err)?.with_embedding_dirs(embedding_dirs.clone());
         let prefixes = cfg.text_encoders.iter().map(|t| t.prefix.clone()).collect();
         let parts = cfg
             .text_encoders
@@ -389,13 +390,10 @@ pub fn load_text_encoder(folders: &Folders, name: &str) -> Result<Arc<LoadedEnco
     cache::get_or_load("text_encoder", &path, name, || {
         let ck = Arc::new(Checkpoint::open(&path).map_err(diffusion_err)?);
         let config = detect_text_encoder(&ck)?;
-        let bytes: u64 = ck
-            .names_with_prefix(&config.prefix)
-            .filter_map(|n| ck.info(n))
-            .map(|i| (i.numel() * i.dtype.size()) as u64)
-            .sum();
+        let storage = crate::sd::device::dtypes().text_encoder;
+        let bytes = loaded_bytes(&ck, &config.prefix, Some(storage));
         ensure_memory(bytes, &format!("text encoder {}", path.display()))?;
-        let model = ClipTextModel::load(&ck, &config, &device()).map_err(diffusion_err)?;
+        let model = ClipTextModel::load_with(&ck, &config, &device(), None, Some(storage)).map_err(diffusion_err)?;
         tracing::info!("loaded text encoder {} ({:?})", path.display(), config.kind);
         Ok((LoadedEncoder { model, part: ClipPart { file: ck.clone(), config, patches: Arc::new(PatchSet::new()) } }, bytes))
     })
@@ -516,7 +514,10 @@ pub fn apply_lora(
             } else {
                 let encoders = parts
                     .iter()
-                    .map(|p| ClipTextModel::load_patched(&p.file, &p.config, &device(), Some(&p.patches)))
+                    .map(|p| {
+                        let storage = Some(crate::sd::device::dtypes().text_encoder);
+                        ClipTextModel::load_with(&p.file, &p.config, &device(), Some(&p.patches), storage)
+                    })
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(diffusion_err)?;
                 let model = ClipModel::from_encoders(o.family, encoders)

@@ -223,6 +223,7 @@ fn dtypes_entry(d: &comfy_nodes::sd::device::ComputeDtypes) -> Json {
         "unet": name(d.unet),
         "unet_compute": name(d.unet_compute),
         "text_encoder": name(d.text_encoder),
+        "text_encoder_compute": name(d.text_encoder_compute),
         "vae": name(d.vae),
     })
 }
