@@ -266,6 +266,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Keep freed activations in the process for the next op instead of page-faulting fresh
+    // memory on every op (before any other thread starts allocating).
+    comfy_diffusion::ops::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve),

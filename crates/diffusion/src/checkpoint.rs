@@ -13,7 +13,7 @@
 //! see [`Checkpoint::detect_vae`]), text encoders as recorded in `TextEncoderConfig::prefix`.
 //!
 //! Typical use by a model constructor:
-//! ```ignore
+//! ```text
 //! let ck = Arc::new(Checkpoint::open(path)?);
 //! let cfg = ck.detect()?;                                   // ModelConfig
 //! let vb = ck.var_builder(UNET_PREFIX, DType::F32, &device); // names relative to the prefix

@@ -15,7 +15,7 @@ pub fn applies(q: &Tensor, head_dim: usize) -> bool {
     cfg!(feature = "flash-attn")
         && q.device().is_cuda()
         && matches!(q.dtype(), DType::F16 | DType::BF16)
-        && head_dim % 8 == 0
+        && head_dim.is_multiple_of(8)
         && head_dim <= 512
 }
 

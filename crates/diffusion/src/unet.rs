@@ -222,9 +222,7 @@ impl TransformerBlock {
             .attn2
             .forward(&self.norm2.forward(&x)?, Some(context))?
             + &x)?;
-        let h = self.ff_proj.forward(&self.norm3.forward(&x)?)?;
-        let (a, gate) = ops::chunk2(&h, 2)?;
-        let h = (a * ops::gelu(&gate)?)?;
+        let h = ops::geglu(&self.ff_proj.forward(&self.norm3.forward(&x)?)?)?;
         self.ff_out.forward(&h)? + x
     }
 }

@@ -220,7 +220,12 @@ pub fn get_or_load<T: Any + Send + Sync>(
 /// Evicts least-recently-used resident models to free `shortfall` bytes (see
 /// [`ModelCache::make_room`]).
 pub fn make_room(shortfall: u64) -> u64 {
-    global().make_room(shortfall)
+    let freed = global().make_room(shortfall);
+    if freed > 0 {
+        // The allocator keeps freed blocks for reuse (`ops::tune_allocator`); hand them back.
+        comfy_diffusion::ops::release_memory();
+    }
+    freed
 }
 
 /// Drops every resident model; returns how many were dropped.
@@ -228,6 +233,7 @@ pub fn unload_all_models() -> usize {
     let n = global().unload_all();
     if n > 0 {
         tracing::info!("unloaded {n} model(s)");
+        comfy_diffusion::ops::release_memory();
     }
     n
 }
