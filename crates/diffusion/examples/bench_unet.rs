@@ -12,8 +12,8 @@
 //! instead (best of N runs). The allocator is
 //! tuned as the server tunes it ([`comfy_diffusion::ops::tune_allocator`]) unless
 //! `--no-alloc-tuning` is given. The recipe checkpoint is generated into `$COMFY_RECIPE_DIR` (default
-//! `/tmp/comfy-recipe`) when missing. SDXL keeps UNet weights in F16 (cast per op), SD1.5
-//! in F32 unless `--f16`. On a GPU the UNet computes in its weights' dtype (F16 with `--f16`
+//! `/tmp/comfy-recipe`) when missing. SDXL keeps UNet weights in F16 (cast per op) unless
+//! `--f32`, SD1.5 in F32 unless `--f16`. On a GPU the UNet computes in its weights' dtype (F16 with `--f16`
 //! or SDXL, as ComfyUI) and the VAE in BF16.
 //!
 //! GPU (a build with `--features cuda`):
@@ -381,7 +381,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
         .unwrap_or_else(|| vec![256, 512]);
-    let f16 = args.iter().any(|a| a == "--f16") || arch == Arch::Sdxl;
+    let f16 = args.iter().any(|a| a == "--f16")
+        || (arch == Arch::Sdxl && !args.iter().any(|a| a == "--f32"));
     let skip_vae = args.iter().any(|a| a == "--no-vae");
 
     let dir = std::env::var_os("COMFY_RECIPE_DIR")

@@ -23,22 +23,24 @@ use crate::sd::model::{
     WeightStorage,
 };
 
-/// UNets with more parameters than this keep F16 weights in memory (cast per op, exact),
-/// like ComfyUI's `--fp16-unet`; smaller ones are widened to F32 at load.
-const F16_UNET_PARAMS: usize = 1_500_000_000;
+/// On the CPU an F16-stored UNet is widened to F32 (ComfyUI's CPU default, and the fastest
+/// path: no per-op weight cast) when its F32 weights take at most this share of the memory
+/// the OS has available; otherwise it stays F16 (cast per op, exact), like `--fp16-unet`.
+const F32_UNET_MEMORY_SHARE: f64 = 0.6;
 
-/// The UNet weight dtype ComfyUI picks by default: on a GPU the device's `unet_dtype` (F16
-/// weights and F16 compute); on the CPU F16 storage only for UNets over [`F16_UNET_PARAMS`]
-/// stored as F16 (like `--fp16-unet`; each weight is cast to F32 for its op, so the maths is
-/// unchanged), else F32. `--fp32-unet`/`--fp16-unet`/`--bf16-unet` choose the storage anywhere.
-fn default_unet_dtype(stored_f16: bool, params: usize) -> DType {
+/// The UNet weight dtype: on a GPU, or with a `--fp*-unet` flag, the device policy's
+/// `unet_dtype` (F16 weights and F16 compute on a GPU); on the CPU F32, unless the weights
+/// are stored as F16 and widening them would not fit in [`F32_UNET_MEMORY_SHARE`] of
+/// `available` memory (then F16 storage; the maths is the same, each weight is cast to F32
+/// for its op).
+fn default_unet_dtype(stored_f16: bool, params: usize, available: Option<u64>) -> DType {
     if crate::sd::device::is_gpu() || crate::sd::device::precision_flags().unet.is_some() {
         return crate::sd::device::dtypes().unet;
     }
-    if stored_f16 && params > F16_UNET_PARAMS {
-        DType::F16
-    } else {
-        DType::F32
+    let f32_bytes = (params as f64) * 4.0;
+    match available {
+        Some(avail) if stored_f16 && f32_bytes > avail as f64 * F32_UNET_MEMORY_SHARE => DType::F16,
+        _ => DType::F32,
     }
 }
 
@@ -84,7 +86,7 @@ pub fn load_checkpoint_uncached(path: &Path, embedding_dirs: Vec<PathBuf>) -> Re
         .sum::<usize>()
         * 2
         > unet_params;
-    let unet_dtype = default_unet_dtype(stored_f16, unet_params);
+    let unet_dtype = default_unet_dtype(stored_f16, unet_params, crate::sd::errors::available_memory());
     let te_dtype = crate::sd::device::dtypes().text_encoder;
     let te_bytes: u64 = cfg.text_encoders.iter().map(|t| loaded_bytes(&ck, &t.prefix, Some(te_dtype))).sum();
     let vae_dtype = crate::sd::device::dtypes().vae;
@@ -281,7 +283,7 @@ pub fn load_unet_uncached(path: &Path, weight_dtype: &str) -> Result<(SdModel, u
         .map(|i| i.numel())
         .sum();
     let storage = match weight_dtype {
-        "default" => WeightStorage::Plain(default_unet_dtype(f16_params * 2 > params, params)),
+        "default" => WeightStorage::Plain(default_unet_dtype(f16_params * 2 > params, params, crate::sd::errors::available_memory())),
         "fp8_e4m3fn" | "fp8_e4m3fn_fast" => WeightStorage::Fp8E4M3,
         "fp8_e5m2" => WeightStorage::Fp8E5M2,
         other => return Err(NodeError::invalid_input(format!("unknown weight_dtype '{other}'"))),
@@ -531,4 +533,20 @@ pub fn apply_lora(
         _ => None,
     };
     Ok(LoraApplied { model: new_model, clip: new_clip, not_loaded })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_unet_dtype_widens_f16_files_when_memory_allows() {
+        const GIB: u64 = 1 << 30;
+        let sdxl = 2_567_463_684; // SDXL base UNet parameters: 10.3 GB in F32
+        assert_eq!(default_unet_dtype(true, sdxl, Some(20 * GIB)), DType::F32);
+        assert_eq!(default_unet_dtype(true, sdxl, Some(12 * GIB)), DType::F16);
+        // F32 files stay F32; an unknown amount of memory means ComfyUI's CPU default.
+        assert_eq!(default_unet_dtype(false, sdxl, Some(12 * GIB)), DType::F32);
+        assert_eq!(default_unet_dtype(true, sdxl, None), DType::F32);
+    }
 }
