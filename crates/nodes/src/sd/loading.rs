@@ -25,13 +25,14 @@ use crate::sd::model::{
 
 /// On the CPU an F16-stored UNet is widened to F32 (ComfyUI's CPU default, and the fastest
 /// path: no per-op weight cast) when its F32 weights take at most this share of the memory
-/// the OS has available; otherwise it stays F16 (cast per op, exact), like `--fp16-unet`.
+/// models may use ([`model_memory_budget`]); otherwise it stays F16 (cast per op, exact),
+/// like `--fp16-unet`.
 const F32_UNET_MEMORY_SHARE: f64 = 0.6;
 
 /// The UNet weight dtype: on a GPU, or with a `--fp*-unet` flag, the device policy's
 /// `unet_dtype` (F16 weights and F16 compute on a GPU); on the CPU F32, unless the weights
 /// are stored as F16 and widening them would not fit in [`F32_UNET_MEMORY_SHARE`] of
-/// `available` memory (then F16 storage; the maths is the same, each weight is cast to F32
+/// `available`, the memory budget (then F16 storage; the maths is the same, each weight is cast to F32
 /// for its op).
 fn default_unet_dtype(stored_f16: bool, params: usize, available: Option<u64>) -> DType {
     if crate::sd::device::is_gpu() || crate::sd::device::precision_flags().unet.is_some() {
@@ -42,6 +43,11 @@ fn default_unet_dtype(stored_f16: bool, params: usize, available: Option<u64>) -
         Some(avail) if stored_f16 && f32_bytes > avail as f64 * F32_UNET_MEMORY_SHARE => DType::F16,
         _ => DType::F32,
     }
+}
+
+/// The memory models may use: what the OS has available, or `--memory-cap` when lower.
+fn model_memory_budget() -> Option<u64> {
+    [crate::sd::errors::available_memory(), crate::sd::errors::memory_cap()].into_iter().flatten().min()
 }
 
 /// Resolves a model file name in `folder`, or the missing-model error ComfyUI raises.
@@ -86,7 +92,7 @@ pub fn load_checkpoint_uncached(path: &Path, embedding_dirs: Vec<PathBuf>) -> Re
         .sum::<usize>()
         * 2
         > unet_params;
-    let unet_dtype = default_unet_dtype(stored_f16, unet_params, crate::sd::errors::available_memory());
+    let unet_dtype = default_unet_dtype(stored_f16, unet_params, model_memory_budget());
     let te_dtype = crate::sd::device::dtypes().text_encoder;
     let te_bytes: u64 = cfg.text_encoders.iter().map(|t| loaded_bytes(&ck, &t.prefix, Some(te_dtype))).sum();
     let vae_dtype = crate::sd::device::dtypes().vae;
@@ -283,7 +289,7 @@ pub fn load_unet_uncached(path: &Path, weight_dtype: &str) -> Result<(SdModel, u
         .map(|i| i.numel())
         .sum();
     let storage = match weight_dtype {
-        "default" => WeightStorage::Plain(default_unet_dtype(f16_params * 2 > params, params, crate::sd::errors::available_memory())),
+        "default" => WeightStorage::Plain(default_unet_dtype(f16_params * 2 > params, params, model_memory_budget())),
         "fp8_e4m3fn" | "fp8_e4m3fn_fast" => WeightStorage::Fp8E4M3,
         "fp8_e5m2" => WeightStorage::Fp8E5M2,
         other => return Err(NodeError::invalid_input(format!("unknown weight_dtype '{other}'"))),
