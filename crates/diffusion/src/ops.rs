@@ -194,6 +194,16 @@ fn linear_block_cols(in_dim: usize) -> usize {
     ((1 << 18) / in_dim.max(1)).clamp(16, 512) / 16 * 16
 }
 
+/// `bias` as `len` F32 values for the fused CPU kernels (checked against `len`).
+fn bias_f32(bias: Option<&Tensor>, len: usize, op: &str) -> Result<Option<Vec<f32>>> {
+    let Some(b) = bias else { return Ok(None) };
+    let v: Vec<f32> = b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    if v.len() != len {
+        candle_core::bail!("{op}: bias has {} elements, want {len}", v.len());
+    }
+    Ok(Some(v))
+}
+
 /// `x [rows, in] · w [out, in]ᵀ (+ b)` for F32 `x` on the CPU; `w` is F32, F16 or BF16.
 ///
 /// The output starts as the bias rows and the GEMMs accumulate onto it (no separate
@@ -211,15 +221,7 @@ fn linear_f32(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     if w_in != in_dim {
         candle_core::bail!("linear: input width {in_dim}, weight wants {w_in}");
     }
-    let bias: Option<Vec<f32>> = match b {
-        Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
-        None => None,
-    };
-    if let Some(bv) = &bias {
-        if bv.len() != out_dim {
-            candle_core::bail!("linear: bias has {} elements, want {out_dim}", bv.len());
-        }
-    }
+    let bias = bias_f32(b, out_dim, "linear")?;
     let n = rows * out_dim;
     let mut out: Vec<f32> = Vec::with_capacity(n);
     match &bias {
@@ -449,15 +451,7 @@ pub fn conv2d_winograd(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Re
     }
     let wmat = cast(weight, DType::F32)?;
     let xf = x.to_dtype(DType::F32)?;
-    let bias_v: Option<Vec<f32>> = match bias {
-        Some(bv) => Some(bv.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
-        None => None,
-    };
-    if let Some(bv) = &bias_v {
-        if bv.len() != o {
-            candle_core::bail!("conv2d: bias has {} elements, want {o}", bv.len());
-        }
-    }
+    let bias_v = bias_f32(bias, o, "conv2d")?;
     let mut out = vec![0f32; b * o * h * w];
     if !out.is_empty() {
         f32_data(&xf, |xd| {
@@ -518,15 +512,7 @@ fn conv2d_im2col_budget(
     let kdim = c * kh * kw;
     let wmat = cast(weight, DType::F32)?.contiguous()?;
     let xf = x.to_dtype(DType::F32)?.contiguous()?;
-    let bias_v: Option<Vec<f32>> = match bias {
-        Some(bv) => Some(bv.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
-        None => None,
-    };
-    if let Some(bv) = &bias_v {
-        if bv.len() != o {
-            candle_core::bail!("conv2d: bias has {} elements, want {o}", bv.len());
-        }
-    }
+    let bias_v = bias_f32(bias, o, "conv2d")?;
     let plane_out = ho * wo;
     let total = b * o * plane_out;
     if total == 0 {
