@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use examples_support::*;
 use serde_json::{json, Value as Json};
-use server_support::ws::{connect, next_json, until_done, Ws};
+use server_support::ws::{connect, next_json, next_message, until_done, Ws};
 use server_support::Server;
 
 const CLIENT: &str = "examples-e2e-client";
@@ -455,7 +455,6 @@ async fn model_lists_refresh_and_vae_files_load() {
 /// (JPEG), then the JPEG — between the step's `progress` messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latent2rgb_previews_arrive_as_binary_frames() {
-    use futures::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
 
     let base = tempfile::tempdir().unwrap();
@@ -468,12 +467,7 @@ async fn latent2rgb_previews_arrive_as_binary_frames() {
     let id = submit(&s, &prompt, &json!({}));
     let (mut previews, mut progress) = (0, 0);
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(120), ws.next())
-            .await
-            .expect("timed out")
-            .expect("socket closed")
-            .expect("socket error");
-        match msg {
+        match next_message(&mut ws).await {
             Message::Binary(b) => {
                 assert!(b.len() > 8, "frame too short");
                 assert_eq!(&b[0..4], &1u32.to_be_bytes(), "event type PREVIEW_IMAGE");

@@ -19,15 +19,19 @@ pub async fn connect(s: &Server, path: &str) -> Ws {
     ws
 }
 
+/// The next websocket message of any kind, within 120 s.
+pub async fn next_message(ws: &mut Ws) -> Message {
+    tokio::time::timeout(Duration::from_secs(120), ws.next())
+        .await
+        .expect("timed out waiting for a websocket message")
+        .expect("socket closed")
+        .expect("socket error")
+}
+
 /// The next JSON message (binary frames are skipped), within 120 s.
 pub async fn next_json(ws: &mut Ws) -> Json {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(120), ws.next())
-            .await
-            .expect("timed out waiting for a websocket message")
-            .expect("socket closed")
-            .expect("socket error");
-        match msg {
+        match next_message(ws).await {
             Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON text frame"),
             Message::Close(_) => panic!("socket closed by server"),
             Message::Binary(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,

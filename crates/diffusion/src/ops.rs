@@ -264,25 +264,15 @@ fn linear_f32(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             // `rows × in_dim` row-major; `wp` points to `in_dim` rows of `cols` elements `ld`
             // apart.
             unsafe {
-                gemm::gemm(
+                cpu::gemm_f32(
                     r1 - r0,
                     cols,
                     in_dim,
                     op.ptr().add(r0 * out_dim + c0),
-                    1,
-                    out_dim as isize,
+                    out_dim,
                     true,
-                    xd.as_ptr().add(r0 * in_dim),
-                    1,
-                    in_dim as isize,
-                    wp,
-                    1,
-                    ld as isize,
-                    1f32,
-                    1f32,
-                    false,
-                    false,
-                    false,
+                    cpu::Mat::rows(xd.as_ptr().add(r0 * in_dim), in_dim),
+                    cpu::Mat::rows(wp, ld),
                     gemm::Parallelism::None,
                 );
             }
@@ -689,25 +679,15 @@ unsafe fn sgemm_rowmajor(
         }
         // SAFETY: the caller's contract, restricted to rows r0..r1 and columns c0..c1.
         unsafe {
-            gemm::gemm(
+            cpu::gemm_f32(
                 r1 - r0,
                 c1 - c0,
                 k,
                 dstp.ptr().add(r0 * ld_dst + c0),
-                1,
-                ld_dst as isize,
+                ld_dst,
                 accumulate,
-                lhs.as_ptr().add(r0 * ld_lhs),
-                1,
-                ld_lhs as isize,
-                rhs.as_ptr().add(c0),
-                1,
-                ld_rhs as isize,
-                1f32,
-                1f32,
-                false,
-                false,
-                false,
+                cpu::Mat::rows(lhs.as_ptr().add(r0 * ld_lhs), ld_lhs),
+                cpu::Mat::rows(rhs.as_ptr().add(c0), ld_rhs),
                 par,
             );
         }
@@ -1526,6 +1506,15 @@ mod tests {
         assert!(max_abs_diff(&got, &want).unwrap() < 1e-6);
     }
 
+    /// candle's own convolution (+ bias), the reference for the CPU kernels.
+    fn candle_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, stride: usize, pad: usize) -> Tensor {
+        let y = x.conv2d(w, pad, stride, 1, 1).unwrap();
+        match b {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap(),
+            None => y,
+        }
+    }
+
     #[test]
     fn im2col_conv_matches_candle() {
         let dev = Device::Cpu;
@@ -1533,11 +1522,7 @@ mod tests {
         let w = Tensor::randn(0f32, 0.3, (6, 5, 3, 3), &dev).unwrap();
         let b = Tensor::randn(0f32, 0.3, 6, &dev).unwrap();
         for (stride, pad) in [(1, 1), (2, 1), (2, 0), (1, 0)] {
-            let want = x
-                .conv2d(&w, pad, stride, 1, 1)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, 6, 1, 1)).unwrap())
-                .unwrap();
+            let want = candle_conv(&x, &w, Some(&b), stride, pad);
             let got = conv2d_im2col(&x, &w, Some(&b), stride, pad).unwrap();
             assert_eq!(got.dims(), want.dims());
             assert!(max_abs_diff(&got, &want).unwrap() < 1e-5, "{stride} {pad}");
@@ -1558,18 +1543,14 @@ mod tests {
         ] {
             let w = Tensor::randn(0f32, 0.3, (5, 6, k, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 0.3, 5, &dev).unwrap();
-            let want = x
-                .conv2d(&w, pad, stride, 1, 1)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, 5, 1, 1)).unwrap())
-                .unwrap();
+            let want = candle_conv(&x, &w, Some(&b), stride, pad);
             // all images at once, whole images one by one, bands of one output row
             for budget in [1 << 20, 6 * k * k * 99, 1] {
                 for bias in [Some(&b), None] {
                     let got = conv2d_im2col_budget(&x, &w, bias, stride, pad, budget).unwrap();
                     let want = match bias {
                         Some(_) => want.clone(),
-                        None => x.conv2d(&w, pad, stride, 1, 1).unwrap(),
+                        None => candle_conv(&x, &w, None, stride, pad),
                     };
                     assert_eq!(got.dims(), want.dims());
                     let d = max_abs_diff(&got, &want).unwrap();
@@ -1595,11 +1576,7 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 0.3, (o, c, 3, 3), &dev).unwrap();
             let bias = Tensor::randn(0f32, 0.3, o, &dev).unwrap();
-            let want = x
-                .conv2d(&wt, 1, 1, 1, 1)
-                .unwrap()
-                .broadcast_add(&bias.reshape((1, o, 1, 1)).unwrap())
-                .unwrap();
+            let want = candle_conv(&x, &wt, Some(&bias), 1, 1);
             let xd: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
             let wd: Vec<f32> = wt.flatten_all().unwrap().to_vec1().unwrap();
             let bd: Vec<f32> = bias.to_vec1().unwrap();
@@ -1613,7 +1590,7 @@ mod tests {
                 assert!(d < 2e-5, "{b} {c} {o} {h} {w} budget {budget}: {d}");
             }
             let got = conv2d_winograd(&x, &wt, None).unwrap();
-            let want = x.conv2d(&wt, 1, 1, 1, 1).unwrap();
+            let want = candle_conv(&x, &wt, None, 1, 1);
             assert!(max_abs_diff(&got, &want).unwrap() < 2e-5);
         }
     }
@@ -1626,11 +1603,7 @@ mod tests {
         let w = Tensor::randn(0f32, 0.1, (24, 64, 3, 3), &dev).unwrap();
         let b = Tensor::randn(0f32, 0.3, 24, &dev).unwrap();
         for (stride, pad) in [(1, 1), (2, 1), (2, 0)] {
-            let want = x
-                .conv2d(&w, pad, stride, 1, 1)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, 24, 1, 1)).unwrap())
-                .unwrap();
+            let want = candle_conv(&x, &w, Some(&b), stride, pad);
             let got = conv2d_im2col(&x, &w, Some(&b), stride, pad).unwrap();
             assert_eq!(got.dims(), want.dims());
             assert!(max_abs_diff(&got, &want).unwrap() < 1e-4, "{stride} {pad}");

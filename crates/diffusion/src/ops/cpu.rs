@@ -44,6 +44,69 @@ impl SharedMut {
     }
 }
 
+/// A strided F32 matrix operand of [`gemm_f32`]: element `(i, j)` is at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat {
+    pub ptr: *const f32,
+    /// Row stride (elements).
+    pub rs: usize,
+    /// Column stride (elements).
+    pub cs: usize,
+}
+
+impl Mat {
+    /// A row-major matrix with rows `ld` elements apart.
+    pub(crate) fn rows(ptr: *const f32, ld: usize) -> Self {
+        Mat { ptr, rs: ld, cs: 1 }
+    }
+}
+
+/// `dst = lhs · rhs` (`m×k` by `k×n`), or `dst += lhs · rhs` when `accumulate`, into the
+/// row-major `dst` with rows `ld_dst` apart: gemm's call without its constant arguments.
+///
+/// # Safety
+///
+/// `dst` must hold `m` writable rows of `n` elements `ld_dst` apart (readable when
+/// `accumulate`), and `lhs`/`rhs` address valid `m×k` / `k×n` elements through their strides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    ld_dst: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract. gemm computes dst = 1·dst + 1·lhs·rhs, reading dst only
+    // when `accumulate`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            ld_dst as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.ptr,
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1f32,
+            1f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// A tensor layout seen as `rows` rows of `row_len` contiguous elements, `row_stride`
 /// apart, starting at `start` (a contiguous tensor, or one narrowed along its last
 /// dimension such as `chunk2`'s halves). `None` for any other layout.
@@ -430,53 +493,13 @@ pub(crate) unsafe fn attention(
             // `bi` belong to this item only.
             unsafe {
                 // scores[i, j] = q[i, :] · k[j, :]
-                gemm::gemm(
-                    m,
-                    tk,
-                    d,
-                    sp,
-                    1,
-                    tk as isize,
-                    false,
-                    qp,
-                    1,
-                    q_rs as isize,
-                    kp,
-                    k_rs as isize,
-                    1,
-                    0f32,
-                    1f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+                gemm_f32(m, tk, d, sp, tk, false, Mat::rows(qp, q_rs), Mat { ptr: kp, rs: 1, cs: k_rs }, gemm::Parallelism::None);
             }
             softmax_numerators(&mut scores[..m * tk], tk, scale, &mut sums[..m]);
             let op = unsafe { out.add((bi * tq + q0) * inner + h * d) };
             unsafe {
                 // out[i, :] = Σ_j e[i, j] · v[j, :]
-                gemm::gemm(
-                    m,
-                    d,
-                    tk,
-                    op,
-                    1,
-                    inner as isize,
-                    false,
-                    sp,
-                    1,
-                    tk as isize,
-                    vp,
-                    1,
-                    v_rs as isize,
-                    0f32,
-                    1f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+                gemm_f32(m, d, tk, op, inner, false, Mat::rows(sp, tk), Mat::rows(vp, v_rs), gemm::Parallelism::None);
                 for (i, &sum) in sums[..m].iter().enumerate() {
                     let inv = 1.0 / sum;
                     let row = std::slice::from_raw_parts_mut(op.add(i * inner), d);

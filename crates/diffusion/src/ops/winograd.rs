@@ -227,25 +227,15 @@ pub(crate) fn conv3x3_budget(
                     // SAFETY: M[ξ] (o × ld) belongs to this thread's ξ only; U[ξ] is o × c,
                     // V[ξ] c × ld, all row-major.
                     unsafe {
-                        gemm::gemm(
+                        cpu::gemm_f32(
                             o,
                             ld,
                             c,
                             mp.ptr().add(xi * o * ld),
-                            1,
-                            ld as isize,
+                            ld,
                             false,
-                            u.as_ptr().add(xi * o * c),
-                            1,
-                            c as isize,
-                            v.as_ptr().add(xi * c * ld),
-                            1,
-                            ld as isize,
-                            0f32,
-                            1f32,
-                            false,
-                            false,
-                            false,
+                            cpu::Mat::rows(u.as_ptr().add(xi * o * c), c),
+                            cpu::Mat::rows(v.as_ptr().add(xi * c * ld), ld),
                             gemm::Parallelism::None,
                         );
                     }

@@ -351,18 +351,18 @@ pub struct LoadedEncoder {
     pub part: ClipPart,
 }
 
+/// The shortest `p` such that `ck` has a tensor named `p + suffix` (the outermost model).
+fn shortest_prefix(ck: &Checkpoint, suffix: &str) -> Option<String> {
+    ck.names().filter_map(|k| k.strip_suffix(suffix)).min_by_key(|p| p.len()).map(str::to_string)
+}
+
 /// Finds the text encoder in a standalone file: Hugging Face layout (`…text_model.` prefix,
 /// possibly empty) or OpenCLIP layout (`…transformer.resblocks.`). The tower is told by depth
 /// as ComfyUI does: a layer 30 means CLIP-G, a layer 22 CLIP-H, otherwise CLIP-L (OpenCLIP
 /// layouts are never CLIP-L: CLIP-H below 30 layers).
 pub fn detect_text_encoder(ck: &Checkpoint) -> Result<TextEncoderConfig, NodeError> {
     let bad = |msg: String| NodeError::new(ErrorCategory::MissingModel, "RuntimeError", msg);
-    let hf = ck
-        .names()
-        .filter_map(|k| k.strip_suffix("embeddings.token_embedding.weight"))
-        .min_by_key(|p| p.len())
-        .map(str::to_string);
-    if let Some(prefix) = hf {
+    if let Some(prefix) = shortest_prefix(ck, "embeddings.token_embedding.weight") {
         let kind = if ck.contains(&format!("{prefix}encoder.layers.30.mlp.fc1.weight")) {
             ClipKind::G
         } else if ck.contains(&format!("{prefix}encoder.layers.22.mlp.fc1.weight")) {
@@ -372,12 +372,7 @@ pub fn detect_text_encoder(ck: &Checkpoint) -> Result<TextEncoderConfig, NodeErr
         };
         return detect_hf_clip(ck, &prefix, kind).map_err(|e| bad(diffusion_err(e).to_string()));
     }
-    let open = ck
-        .names()
-        .filter_map(|k| k.strip_suffix("transformer.resblocks.0.ln_1.weight"))
-        .min_by_key(|p| p.len())
-        .map(str::to_string);
-    if let Some(prefix) = open {
+    if let Some(prefix) = shortest_prefix(ck, "transformer.resblocks.0.ln_1.weight") {
         let kind = if ck.contains(&format!("{prefix}transformer.resblocks.30.mlp.c_fc.weight")) {
             ClipKind::G
         } else {
